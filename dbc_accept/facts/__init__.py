@@ -1,0 +1,97 @@
+"""What is true of a host: pure parsers (text -> dataclass) and gatherers (target -> dataclass).
+
+Nothing here asserts. A gatherer is a plain function ``gather_x(target) -> X`` that raises
+:class:`~dbc_accept.verdict.FactError` when its source cannot be read or parsed. Tests reach
+facts through :class:`HostFacts`, which runs each gatherer at most once per target and
+session and replays its result (or its error) to every test that asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from dbc_accept.target import Target
+from dbc_accept.verdict import FactError
+
+T = TypeVar("T")
+
+
+class HostFacts:
+    """Lazy, memoized facts of one target."""
+
+    def __init__(self, target: Target, options: dict[str, Any] | None = None) -> None:
+        self.target = target
+        self.options: dict[str, Any] = options or {}
+        self._cache: dict[Callable[..., Any], tuple[bool, Any]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    def get(self, gatherer: Callable[..., T]) -> T:
+        """The gatherer's result for this target; its FactError is raised again each time."""
+        if gatherer not in self._cache:
+            try:
+                self._cache[gatherer] = (True, gatherer(self.target))
+            except FactError as exc:
+                self._cache[gatherer] = (False, exc)
+            except Exception as exc:  # a gatherer bug must fail the check, not crash the run
+                name = getattr(gatherer, "__name__", repr(gatherer))
+                self._cache[gatherer] = (False, FactError(name, f"{type(exc).__name__}: {exc}",
+                                                          verb="gather"))
+        ok, value = self._cache[gatherer]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def try_get(self, gatherer: Callable[..., T]) -> T | None:
+        """Like :meth:`get`, but None when the fact could not be gathered (for parametrizing)."""
+        try:
+            return self.get(gatherer)
+        except FactError:
+            return None
+
+
+def read(target: Target, path: str) -> str:
+    """Read a file or raise FactError naming the path and why."""
+    try:
+        return target.read_text(path)
+    except FileNotFoundError:
+        raise FactError(path, "no such file") from None
+    except PermissionError:
+        raise FactError(path, "permission denied (run as root)") from None
+    except OSError as exc:
+        raise FactError(path, exc.strerror or str(exc)) from None
+
+
+def read_optional(target: Target, path: str) -> str | None:
+    """Read a file; None when it does not exist; FactError when it exists but is unreadable."""
+    try:
+        return target.read_text(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError:
+        raise FactError(path, "permission denied (run as root)") from None
+    except OSError as exc:
+        raise FactError(path, exc.strerror or str(exc)) from None
+
+
+def list_optional(target: Target, path: str) -> list[str]:
+    """List a folder; [] when it does not exist."""
+    try:
+        return target.list_dir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except PermissionError:
+        raise FactError(path, "permission denied (run as root)") from None
+    except OSError as exc:
+        raise FactError(path, exc.strerror or str(exc)) from None
+
+
+def link_optional(target: Target, path: str) -> str | None:
+    """A link's target; None when the path is missing or not a link."""
+    try:
+        return target.read_link(path)
+    except OSError:
+        return None

@@ -1,0 +1,206 @@
+"""The pytest plugin: options, targets, per-node parametrization, outcomes and the summary.
+
+Sub-plugins (the test VM, the guest, the report) register themselves through
+``pytest_plugins`` below so that one ``conftest.py`` line enables everything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator, Iterable
+from typing import Any, TypeVar
+
+import pytest
+
+from dbc_accept.facts import HostFacts
+from dbc_accept.options import add_options
+from dbc_accept.snapshot import SnapshotError, SnapshotTarget
+from dbc_accept.target import LocalTarget, Target, TestinfraTarget
+from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
+
+pytest_plugins: list[str] = []
+
+NODES_KEY = pytest.StashKey[list[HostFacts]]()
+RECORD_KEY = pytest.StashKey[ItemRecord]()
+FINDINGS_KEY = pytest.StashKey[list[tuple[str, Finding]]]()
+
+F = TypeVar("F", bound=Callable[..., Any])
+ItemsFn = Callable[[HostFacts], Iterable[tuple[str, Any]]]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def each(items: ItemsFn, empty: str) -> Callable[[F], F]:
+    """Parametrize a host test per item of a node: ``items(facts) -> [(id, value), ...]``.
+
+    The test takes the fixtures ``node`` (HostFacts) and ``item`` (the value). ``empty`` is
+    the skip reason shown when a node has no such item.
+    """
+
+    def mark(fn: F) -> F:
+        fn.dbc_each = (items, empty)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _targets(config: pytest.Config) -> list[Target]:
+    snapshot = config.getoption("dbc_snapshot")
+    if snapshot:
+        try:
+            return [SnapshotTarget(snapshot)]
+        except SnapshotError as exc:
+            raise pytest.UsageError(f"--snapshot {snapshot}: {exc}") from None
+    hosts = _testinfra_hosts(config)
+    if hosts:
+        return [TestinfraTarget(h) for h in hosts]
+    return [LocalTarget()]
+
+
+def _testinfra_hosts(config: pytest.Config) -> list[Any]:
+    spec = getattr(config.option, "hosts", None)
+    inventory = getattr(config.option, "ansible_inventory", None)
+    if not spec and not inventory:
+        return []
+    import testinfra  # imported here: costs start-up time only when remote hosts are asked for
+
+    names = [h for h in (spec or "").split(",") if h] or ["ansible://all"]
+    kwargs = {
+        "ansible_inventory": inventory,
+        "connection": getattr(config.option, "connection", None),
+        "ssh_config": getattr(config.option, "ssh_config", None),
+        "ssh_identity_file": getattr(config.option, "ssh_identity_file", None),
+        "sudo": getattr(config.option, "sudo", False),
+        "force_ansible": getattr(config.option, "force_ansible", False),
+    }
+    try:
+        return list(testinfra.get_hosts(names, **kwargs))
+    except Exception as exc:  # testinfra raises many kinds; all are a bad --hosts
+        raise pytest.UsageError(f"--hosts {spec or ''}: {exc}") from None
+
+
+def nodes(config: pytest.Config) -> list[HostFacts]:
+    """The nodes of this run, made on first use (so runs without host tests pay nothing)."""
+    if NODES_KEY not in config.stash:
+        opts = {k: v for k, v in vars(config.option).items() if k.startswith("dbc_")}
+        config.stash[NODES_KEY] = [HostFacts(t, opts) for t in _targets(config)]
+    return config.stash[NODES_KEY]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[FINDINGS_KEY] = []
+    config.pluginmanager.register(_FindingsCollector(config), "dbc-accept-findings")
+    snapshot = config.getoption("dbc_snapshot")
+    if snapshot and not os.path.isdir(snapshot):
+        raise pytest.UsageError(f"--snapshot {snapshot}: no such folder")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "node" not in metafunc.fixturenames:
+        return
+    spec = getattr(metafunc.function, "dbc_each", None)
+    all_nodes = nodes(metafunc.config)
+    if spec is None:
+        metafunc.parametrize("node", all_nodes, ids=[n.name for n in all_nodes])
+        return
+    items_fn, empty = spec
+    params = []
+    for node in all_nodes:
+        try:
+            found = list(items_fn(node))
+        except FactError as exc:
+            params.append(pytest.param(node, exc, id=f"{node.name}-unreadable"))
+            continue
+        if not found:
+            params.append(pytest.param(node, None, id=f"{node.name}-none",
+                                       marks=pytest.mark.skip(reason=f"{node.name}: {empty}")))
+        params.extend(pytest.param(node, value, id=f"{node.name}-{ident}")
+                      for ident, value in found)
+    metafunc.parametrize("node,item", params)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    record = ItemRecord()
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec else {}
+    if isinstance(params.get("node"), HostFacts):
+        record.node = params["node"].name
+    item.stash[RECORD_KEY] = record
+    token = begin_item(record)
+    try:
+        if isinstance(params.get("item"), FactError):
+            raise params["item"]
+        return (yield)
+    finally:
+        end_item(token)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.when != "call":
+        return report
+    record = item.stash.get(RECORD_KEY, None)
+    if record is not None:
+        report.user_properties.append(("dbc_findings", [f.as_dict() for f in record.findings]))
+        if record.observed:
+            report.user_properties.append(("dbc_observed", record.observed))
+    if call.excinfo is not None and isinstance(call.excinfo.value, FactError | CheckFailed):
+        # The message already says what, expected and fix; a traceback adds only noise.
+        exc = call.excinfo.value
+        prefix = f"FAIL on {record.node}\n  " if record and record.node and isinstance(
+            exc, FactError) else ""
+        report.longrepr = f"{prefix}{exc}"
+    return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    if report.when == "call" and report.passed and _findings_of(report):
+        return "warned", "W", "WARN"
+    return None
+
+
+def _findings_of(report: pytest.TestReport) -> list[dict[str, Any]]:
+    for key, value in report.user_properties:
+        if key == "dbc_findings":
+            return list(value) if isinstance(value, list) else []
+    return []
+
+
+class _FindingsCollector:
+    """Keeps the run's findings in the stash (on xdist's controller: of all workers)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            self.config.stash[FINDINGS_KEY].extend(
+                (report.nodeid, Finding(**f)) for f in _findings_of(report))
+
+
+def session_findings(config: pytest.Config) -> list[tuple[str, Finding]]:
+    """Every finding of the run so far."""
+    found: list[tuple[str, Finding]] = config.stash.get(FINDINGS_KEY, [])
+    return list(found)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    found = session_findings(config)
+    warns = [(nid, f) for nid, f in found if f.level == "warn"]
+    fails = [(nid, f) for nid, f in found if f.level == "fail"]
+    if not warns and not fails:
+        return
+    tr = terminalreporter
+    tr.section("dbc-accept: what to fix", sep="=")
+    for nid, f in fails + warns:
+        tr.write_line(f"{'FAIL' if f.level == 'fail' else 'WARN'} {nid}")
+        tr.write_line(f"     observed: {f.observed}")
+        tr.write_line(f"     expected: {f.expected}")
+        tr.write_line(f"     fix:      {f.fix}")

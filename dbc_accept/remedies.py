@@ -1,0 +1,208 @@
+"""One table: check id -> what the owner should do, with the install-guide step.
+
+Step names refer to the sections of the DBC install guide ("install DBC compute node"):
+(一) packages, (二) XFS /data, (三) virtualization, forwarding and vfio, (四) libvirtd,
+(五) the dbc program, (六) images, (七) backups, (十一) troubleshooting, (十二)-(十五)
+the network. Each area keeps its own block below; ids are ``area.what``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Remedy:
+    fix: str
+    step: str = ""
+
+    def text(self) -> str:
+        return f"{self.fix} (install guide {self.step})" if self.step else self.fix
+
+
+GRUB = (
+    "edit GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, then "
+    "`sudo update-grub && sudo reboot`"
+)
+FB_OFF = "nofb video=vesafb:off video=efifb:off vga=off initcall_blacklist=sysfb_init"
+
+REMEDIES: dict[str, Remedy] = {
+    # --- area: os ---
+    "os.release": Remedy("install Ubuntu 20.04 or 22.04 server", "(一)"),
+    # --- area: cpu ---
+    "cpu.virt_flags": Remedy(
+        "enable VT-x (Intel) or SVM/AMD-V (AMD) in the BIOS/UEFI setup", "(三) 1"),
+    "cpu.kvm_device": Remedy(
+        "enable VT-x/AMD-V in the BIOS, then `sudo modprobe kvm_intel` (or kvm_amd); "
+        "`kvm-ok` must say 'KVM acceleration can be used'", "(三) 2"),
+    "cpu.ignore_msrs": Remedy(
+        f"add kvm.ignore_msrs=1 to the kernel command line: {GRUB}", "(三) vfio"),
+    # --- area: iommu ---
+    "iommu.firmware": Remedy(
+        "enable VT-d (Intel: Processor > IIO Configuration > Intel VT for Directed I/O) or "
+        "AMD-Vi/IOMMU in the BIOS/UEFI setup", "(三) 1"),
+    "iommu.cmdline": Remedy(
+        f"add intel_iommu=on (amd_iommu=on on AMD) iommu=pt to the kernel command line: {GRUB}",
+        "(三) vfio"),
+    "iommu.groups": Remedy(
+        f"enable VT-d/AMD-Vi in the BIOS and add intel_iommu=on (or amd_iommu=on) iommu=pt: {GRUB}",
+        "(三) vfio"),
+    # --- area: gpu ---
+    "gpu.present": Remedy(
+        "seat the GPUs and check `lspci -nn | grep -i nvidia`; a node without an NVIDIA GPU "
+        "cannot rent GPUs", "(三) vfio"),
+    "gpu.vfio_bound": Remedy(
+        "add every NVIDIA id (`lspci -nn | grep NVIDIA`, e.g. 10de:2231,10de:1aef) as "
+        f"vfio-pci.ids=... and rd.driver.pre=vfio-pci to the kernel command line: {GRUB}; "
+        "or bind now: `echo VENDOR DEVICE > /sys/bus/pci/drivers/vfio-pci/new_id`", "(三) vfio"),
+    "gpu.iommu_group": Remedy(
+        "every device in a GPU's IOMMU group must go to the VM: bind it to vfio-pci too "
+        "(add its id to vfio-pci.ids=), or move the GPU to a slot with its own group",
+        "(三) vfio"),
+    "gpu.vfio_persistent": Remedy(
+        "the binding is lost at reboot: add vfio-pci.ids=<ids> to the kernel command line "
+        f"({GRUB}) or `options vfio-pci ids=<ids>` in /etc/modprobe.d/vfio.conf", "(三) vfio"),
+    # --- area: drivers ---
+    "drivers.not_loaded": Remedy(
+        "blacklist the driver in /etc/modprobe.d/blacklist.conf, run "
+        "`sudo update-initramfs -u -k all` and reboot", "(三) vfio"),
+    "drivers.blacklist": Remedy(
+        "append to /etc/modprobe.d/blacklist.conf: blacklist snd_hda_intel, amd76x_edac, "
+        "vga16fb, nouveau, rivafb, nvidiafb, rivatv (one `blacklist NAME` per line)", "(三) vfio"),
+    # --- area: framebuffer ---
+    "fb.iomem": Remedy(
+        f"a boot framebuffer holds the GPU's memory; add {FB_OFF} to the kernel command "
+        f"line: {GRUB} (run `sudo update-initramfs -u -k all` first)", "(十一)"),
+    "fb.bar_reserve": Remedy(
+        f"vfio-pci cannot reserve a GPU BAR; add {FB_OFF} to the kernel command line: {GRUB} "
+        "(run `sudo update-initramfs -u -k all` first)", "(十一)"),
+    # --- area: net ---
+    "net.ip_forward": Remedy(
+        "`sudo sh -c 'echo net.ipv4.ip_forward=1 >> /etc/sysctl.conf' && sudo sysctl -p`",
+        "(三) 3"),
+    "net.br_netfilter": Remedy(
+        "`sudo modprobe br_netfilter && sudo sh -c 'echo br_netfilter > "
+        "/etc/modules-load.d/br_netfilter.conf'`", "(三) 3"),
+    "net.bridge_nf": Remedy(
+        "load br_netfilter, then `sudo sysctl -w net.bridge.bridge-nf-call-iptables=1 "
+        "net.bridge.bridge-nf-call-ip6tables=1` and persist both in /etc/sysctl.conf",
+        "(三) vfio"),
+    # --- area: storage ---
+    "storage.mount": Remedy(
+        "`sudo mkfs.xfs -n ftype=1 -f /dev/DISK && sudo mount -o pquota /dev/DISK /data`",
+        "(二)"),
+    "storage.xfs": Remedy(
+        "/data must be XFS: `sudo mkfs.xfs -n ftype=1 -f /dev/DISK` (erases DISK)", "(二)"),
+    "storage.ftype": Remedy(
+        "re-create the file system with `sudo mkfs.xfs -n ftype=1 -f /dev/DISK` (erases DISK)",
+        "(二)"),
+    "storage.pquota": Remedy(
+        "mount with project quotas: `pquota` in the /etc/fstab options of /data, then "
+        "`sudo umount /data && sudo mount -a` (a remount cannot turn quotas on)", "(二)"),
+    "storage.fstab": Remedy(
+        "`echo '/dev/DISK /data xfs pquota 0 1' | sudo tee -a /etc/fstab && sudo mount -a`",
+        "(二)"),
+    "storage.writable": Remedy("`sudo chmod 777 /data`", "(二)"),
+    "storage.size": Remedy(
+        "use a data disk larger than 350 GB for /data (check_env refuses smaller)", "(二)"),
+    "host.memory": Remedy(
+        "the node needs more than 32 GB of RAM (check_env keeps 32 GB for the host)", "(八)"),
+    # --- area: libvirtd ---
+    "libvirtd.conf": Remedy(
+        "in /etc/libvirt/libvirtd.conf uncomment `listen_tls = 0` and `listen_tcp = 1` and set "
+        '`auth_tcp = "none"`, then `sudo systemctl restart libvirtd`', "(四) 1"),
+    "libvirtd.args": Remedy(
+        'in /etc/default/libvirtd set `libvirtd_opts="-l"` (Ubuntu 20.04) or '
+        '`LIBVIRT_ARGS="-l"` (22.04 and later), then `sudo systemctl restart libvirtd`',
+        "(四) 1"),
+    "libvirtd.sockets": Remedy(
+        "`sudo systemctl mask libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket "
+        "libvirtd-tls.socket libvirtd-tcp.socket`", "(四) 1"),
+    "libvirtd.service": Remedy(
+        "`sudo systemctl restart libvirtd.service && sudo systemctl enable libvirtd.service`",
+        "(四) 2"),
+    "libvirtd.listening": Remedy(
+        "libvirtd must listen on TCP 16509: fix libvirtd.conf and /etc/default/libvirtd, mask "
+        "the sockets, `sudo systemctl restart libvirtd`", "(四) 1"),
+    "libvirtd.connect": Remedy(
+        "`virsh connect qemu+tcp://localhost:16509/system` must work: check libvirtd.conf "
+        "(auth_tcp = \"none\"), `systemctl status libvirtd`, and that KVM is usable", "(四) 3"),
+    "libvirtd.security": Remedy(
+        "unauthenticated libvirt on a public address lets anyone who reaches TCP 16509 control "
+        'this host: set `listen_addr = "127.0.0.1"` in /etc/libvirt/libvirtd.conf, or drop '
+        "outside traffic: `sudo iptables -I INPUT -p tcp --dport 16509 ! -s 127.0.0.1 -j DROP`",
+        "(四) 1"),
+    # --- area: virt ---
+    "virt.vhost_net": Remedy("`sudo modprobe vhost_net` and add vhost_net to /etc/modules", "(一)"),
+    "virt.tun": Remedy("`sudo modprobe tun`", "(一)"),
+    "virt.cgroups": Remedy(
+        "enable the cgroup controller (kernel command line `cgroup_enable=...`) and reboot",
+        "(一)"),
+    "virt.packages": Remedy(
+        "`sudo apt-get install qemu-kvm libvirt-clients libvirt-daemon-system bridge-utils "
+        "virt-manager ovmf cpu-checker`", "(一)"),
+    "virt.default_network": Remedy(
+        "`sudo virsh net-define /usr/share/libvirt/networks/default.xml; sudo virsh net-start "
+        "default; sudo virsh net-autostart default`", "(四)"),
+    "virt.ovmf": Remedy("`sudo apt-get install ovmf`", "(一)"),
+    # --- area: dbc ---
+    "dbc.process": Remedy(
+        "start the dbc node program (see its install folder), or install it as user dbc: "
+        "`./install_mining.sh [folder]`", "(五)"),
+    "dbc.install_dir": Remedy(
+        "install the dbc node program (`./install_mining.sh [folder]` as user dbc), or name its "
+        "folder with --dbc-dir", "(五)"),
+    "dbc.config": Remedy(
+        "repair conf/core.conf in the dbc install folder (key=value lines), or reinstall with "
+        "install_mining.sh", "(五)"),
+    "dbc.ports": Remedy(
+        "in conf/core.conf use net_listen_port in 5000-5100 and a different http_port; a client "
+        "node on the same machine needs ports of its own; restart the dbc program", "(五)"),
+    "dbc.node_dat": Remedy(
+        "dat/node.dat is missing or has no node_id: restore it from your backup (a new one "
+        "costs 50% of the stake)", "(七)"),
+    "dbc.backup": Remedy(
+        "copy dat/node.dat to a safe place (several places), then pass --node-dat-backup PATH",
+        "(七)"),
+    "dbc.monitor": Remedy(
+        "add `dbc_monitor_server=ip:port` and `miner_monitor_server=ip:port` to conf/core.conf "
+        "and restart the dbc program", "(十四)"),
+    "dbc.broadcast": Remedy(
+        "the dbc program must broadcast its status on UDP 255.255.255.255:55555: check that it "
+        "runs and that the firewall lets the broadcast out", "(十五)"),
+    "dbc.client_view": Remedy(
+        "the client node does not know this node: check that the dbc program runs, that its "
+        "net_listen_port is reachable, and wait a minute after start", "(十二)"),
+    # --- area: images ---
+    "images.template": Remedy(
+        "download ubuntu.qcow2 (with the test scripts) into /data and check it with "
+        "`qemu-img info /data/ubuntu.qcow2`", "(六)"),
+    # --- area: leftovers ---
+    "leftovers.domain": Remedy(
+        "a test VM is still on the node and blocks rentals: `dbc-accept cleanup` (this tool's "
+        "VMs) or `./check_env --localip VM_IP` (check_env's domain_test)", "(九)"),
+    "leftovers.disk": Remedy(
+        "remove the stale test disk, e.g. `sudo rm /data/ubuntu.qcow2_domain_test.qcow2`, "
+        "or run `dbc-accept cleanup`", "(九)"),
+    # --- area: vm ---
+    "vm.gpu_busy": Remedy(
+        "the GPU belongs to another VM (perhaps a renter's): choose other GPUs with --gpus, or "
+        "run the test when the node is idle"),
+    "vm.gpu_returned": Remedy(
+        "bind the GPU back to vfio-pci: `echo BDF > /sys/bus/pci/drivers/vfio-pci/bind` "
+        "(after unbinding it from its driver), or reboot"),
+    "vm.boot": Remedy(
+        "the test VM did not come up: read the serial console log above; check the image, "
+        "the `default` network (`virsh net-list --all`) and the GPU passthrough"),
+    "vm.ssh": Remedy(
+        "check the guest user and password (--vm-user, --vm-password) or key (--vm-key), and "
+        "that sshd runs in the image"),
+    "vm.cleanup": Remedy("run `dbc-accept cleanup` to remove what an earlier run left behind"),
+}
+
+
+def remedy_for(check_id: str) -> str:
+    """The fix text for a check id (selftests assert every id used has an entry)."""
+    if check_id in REMEDIES:
+        return REMEDIES[check_id].text()
+    return "see the install guide and the README's 'Reading a failure'"
