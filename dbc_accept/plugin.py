@@ -18,7 +18,10 @@ from dbc_accept.snapshot import SnapshotError, SnapshotTarget
 from dbc_accept.target import LocalTarget, Target, TestinfraTarget
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
 
-pytest_plugins: list[str] = []
+pytest_plugins = [
+    "dbc_accept.guest.fixtures",  # the `guest` fixture: vm, ssh:// or local
+    "dbc_accept.report.plugin",  # pytest-html extras, the result folder
+]
 
 NODES_KEY = pytest.StashKey[list[HostFacts]]()
 RECORD_KEY = pytest.StashKey[ItemRecord]()

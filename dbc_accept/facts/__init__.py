@@ -23,32 +23,36 @@ class HostFacts:
     def __init__(self, target: Target, options: dict[str, Any] | None = None) -> None:
         self.target = target
         self.options: dict[str, Any] = options or {}
-        self._cache: dict[Callable[..., Any], tuple[bool, Any]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[bool, Any]] = {}
 
     @property
     def name(self) -> str:
         return self.target.name
 
-    def get(self, gatherer: Callable[..., T]) -> T:
-        """The gatherer's result for this target; its FactError is raised again each time."""
-        if gatherer not in self._cache:
+    def get(self, gatherer: Callable[..., T], *args: Any) -> T:
+        """``gatherer(target, *args)``, once; its FactError is raised again each time.
+
+        ``args`` must be hashable (paths, option values).
+        """
+        key = (gatherer, *args)
+        if key not in self._cache:
             try:
-                self._cache[gatherer] = (True, gatherer(self.target))
+                self._cache[key] = (True, gatherer(self.target, *args))
             except FactError as exc:
-                self._cache[gatherer] = (False, exc)
+                self._cache[key] = (False, exc)
             except Exception as exc:  # a gatherer bug must fail the check, not crash the run
                 name = getattr(gatherer, "__name__", repr(gatherer))
-                self._cache[gatherer] = (False, FactError(name, f"{type(exc).__name__}: {exc}",
-                                                          verb="gather"))
-        ok, value = self._cache[gatherer]
+                self._cache[key] = (False, FactError(name, f"{type(exc).__name__}: {exc}",
+                                                     verb="gather"))
+        ok, value = self._cache[key]
         if not ok:
             raise value
         return value  # type: ignore[no-any-return]
 
-    def try_get(self, gatherer: Callable[..., T]) -> T | None:
+    def try_get(self, gatherer: Callable[..., T], *args: Any) -> T | None:
         """Like :meth:`get`, but None when the fact could not be gathered (for parametrizing)."""
         try:
-            return self.get(gatherer)
+            return self.get(gatherer, *args)
         except FactError:
             return None
 

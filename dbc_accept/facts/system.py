@@ -48,3 +48,4 @@ def gather_os_release(target: Target) -> OsRelease:
         except ValueError as exc:
             raise FactError(path, str(exc), verb="parse") from None
     raise FactError("/etc/os-release", "no such file")
+GATHERERS = [gather_os_release]

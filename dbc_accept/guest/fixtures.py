@@ -1,0 +1,1 @@
+"""The session-scoped ``guest`` fixture (vm, ssh:// or local)."""

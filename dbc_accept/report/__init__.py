@@ -1,0 +1,1 @@
+"""The run's report: pytest-html extras and the result folder."""
