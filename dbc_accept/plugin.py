@@ -58,30 +58,45 @@ def _targets(config: pytest.Config) -> list[Target]:
             raise pytest.UsageError(f"--snapshot {snapshot}: {exc}") from None
     hosts = _testinfra_hosts(config)
     if hosts:
-        return [TestinfraTarget(h) for h in hosts]
+        return [TestinfraTarget(host, name) for name, host in hosts]
     return [LocalTarget()]
 
 
-def _testinfra_hosts(config: pytest.Config) -> list[Any]:
+def _host_name(host: Any) -> str:
+    """testinfra's id (``paramiko://node1``), with the port when one was given."""
+    name = str(host.backend.get_pytest_id())
+    port = getattr(getattr(host.backend, "host", None), "port", None)
+    return f"{name}:{port}" if port and str(port) != "22" else name
+
+
+def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
+    """(name, testinfra host) for each node of ``--hosts`` / ``--ansible-inventory``."""
     spec = getattr(config.option, "hosts", None)
     inventory = getattr(config.option, "ansible_inventory", None)
     if not spec and not inventory:
         return []
     import testinfra  # imported here: costs start-up time only when remote hosts are asked for
 
-    names = [h for h in (spec or "").split(",") if h] or ["ansible://all"]
+    names = [h.strip() for h in (spec or "").split(",") if h.strip()] or ["ansible://all"]
     kwargs = {
         "ansible_inventory": inventory,
         "connection": getattr(config.option, "connection", None),
         "ssh_config": getattr(config.option, "ssh_config", None),
         "ssh_identity_file": getattr(config.option, "ssh_identity_file", None),
         "sudo": getattr(config.option, "sudo", False),
+        "sudo_user": getattr(config.option, "sudo_user", None),
         "force_ansible": getattr(config.option, "force_ansible", False),
     }
     try:
-        return list(testinfra.get_hosts(names, **kwargs))
+        hosts = list(testinfra.get_hosts(names, **kwargs))
     except Exception as exc:  # testinfra raises many kinds; all are a bad --hosts
-        raise pytest.UsageError(f"--hosts {spec or ''}: {exc}") from None
+        raise pytest.UsageError(
+            f"--hosts {spec or ''}: {exc} (expected e.g. ssh://root@node1,paramiko://node2:22)"
+        ) from None
+    found: dict[str, Any] = {}
+    for host in hosts:  # the same node named twice is checked once
+        found.setdefault(_host_name(host), host)
+    return list(found.items())
 
 
 def nodes(config: pytest.Config) -> list[HostFacts]:
@@ -96,8 +111,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[FINDINGS_KEY] = []
     config.pluginmanager.register(_FindingsCollector(config), "dbc-accept-findings")
     snapshot = config.getoption("dbc_snapshot")
-    if snapshot and not os.path.isdir(snapshot):
-        raise pytest.UsageError(f"--snapshot {snapshot}: no such folder")
+    if snapshot:
+        if not os.path.isdir(snapshot):
+            raise pytest.UsageError(f"--snapshot {snapshot}: no such folder")
+        nodes(config)  # a snapshot of the wrong format is a usage error, reported now
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -113,8 +130,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for node in all_nodes:
         try:
             found = list(items_fn(node))
-        except FactError as exc:
-            params.append(pytest.param(node, exc, id=f"{node.name}-unreadable"))
+        except Exception as exc:  # collection must go on; the test reports why
+            err = exc if isinstance(exc, FactError) else FactError(
+                getattr(items_fn, "__name__", "items"), f"{type(exc).__name__}: {exc}",
+                verb="list")
+            params.append(pytest.param(node, err, id=f"{node.name}-unreadable"))
             continue
         if not found:
             params.append(pytest.param(node, None, id=f"{node.name}-none",
@@ -164,7 +184,7 @@ def pytest_runtest_makereport(
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
     if report.when == "call" and report.passed and _findings_of(report):
-        return "warned", "W", "WARN"
+        return "passed", "W", "WARN"
     return None
 
 
