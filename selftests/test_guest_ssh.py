@@ -1,0 +1,246 @@
+"""SshGuest against a private sshd on 127.0.0.1 (real paramiko, real OpenSSH)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dbc_accept.guest import Guest
+from dbc_accept.guest.ssh import (
+    Credentials,
+    GuestAuthError,
+    GuestConnectionLost,
+    GuestError,
+    HostKeyChanged,
+    HostKeyPin,
+    SshGuest,
+    parse_ssh_url,
+    redact,
+)
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(SSHD) or os.geteuid() != 0,
+    reason="needs OpenSSH's sshd and root (sshd changes user)")
+
+
+# Kills the nearest sshd ancestor (this connection's session process), then waits.
+KILL_SSHD_SESSION = """
+import os, signal, time
+pid = os.getppid()
+while pid > 1:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/comm") as fh:
+        comm = fh.read().strip()
+    if comm.startswith("sshd"):
+        os.kill(pid, signal.SIGKILL)
+        break
+    pid = int(fields[1])
+time.sleep(20)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sshd:
+    port: int
+    client_key: Path
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, host_key: Path) -> None:
+        cfg = self.dir / "sshd_config"
+        cfg.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+            f"AuthorizedKeysFile {self.dir}/authorized_keys\nPasswordAuthentication no\n"
+            f"PidFile {self.dir}/sshd.pid\nStrictModes no\nUsePAM no\n"
+            "PermitRootLogin yes\nSubsystem sftp internal-sftp\n")
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)],
+                                     stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("sshd did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+                   check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    d = tmp_path_factory.mktemp("sshd")
+    key = _keygen(d / "client")
+    (d / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+    server = Sshd(_free_port(), key, d)
+    server.start(_keygen(d / "host1"))
+    yield server
+    server.stop()
+
+
+def _guest(sshd: Sshd, pin: HostKeyPin | None = None, **kw: object) -> SshGuest:
+    creds = Credentials("root", key_path=str(sshd.client_key))
+    return SshGuest("127.0.0.1", sshd.port, creds, pin=pin, connect_timeout=5, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def guest(sshd: Sshd) -> Iterator[SshGuest]:
+    with _guest(sshd) as g:
+        yield g
+
+
+def test_is_a_guest_with_private_workdir(guest: SshGuest) -> None:
+    assert isinstance(guest, Guest)
+    assert guest.workdir.startswith("/tmp/dbc-accept.")
+    assert guest.list_dir(guest.workdir) == []
+    assert guest.name.startswith("ssh://root@127.0.0.1:")
+
+
+def test_workdir_removed_at_close(sshd: Sshd) -> None:
+    g = _guest(sshd).connect()
+    workdir = g.workdir
+    g.close()
+    assert not os.path.exists(workdir)
+
+
+def test_target_operations_follow_os_conventions(guest: SshGuest, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("héllo\n")
+    os.symlink("f", tmp_path / "l")
+    assert guest.read_text(str(tmp_path / "f")) == "héllo\n"
+    assert guest.read_link(str(tmp_path / "l")) == "f"
+    assert guest.list_dir(str(tmp_path)) == ["f", "l"]
+    with pytest.raises(FileNotFoundError):
+        guest.read_text(str(tmp_path / "missing"))
+    with pytest.raises(NotADirectoryError):
+        guest.list_dir(str(tmp_path / "f"))
+    with pytest.raises(OSError):
+        guest.read_link(str(tmp_path / "f"))
+    with pytest.raises(IsADirectoryError):
+        guest.read_text(str(tmp_path))
+
+
+def test_run_quotes_argv_and_reports_rc(guest: SshGuest) -> None:
+    res = guest.run(["sh", "-c", 'printf "%s|" "$@"; echo err >&2; exit 3', "_", "a b", "$HOME;x"])
+    assert (res.rc, res.stdout, res.stderr.strip()) == (3, "a b|$HOME;x|", "err")
+    assert guest.run(["no-such-command-xyz"]).rc == 127
+
+
+def test_run_times_out_with_rc_124(guest: SshGuest) -> None:
+    start = time.monotonic()
+    res = guest.run(["sleep", "30"], timeout=1)
+    assert res.rc == 124
+    assert time.monotonic() - start < 10
+
+
+def test_put_uploads_with_mode(guest: SshGuest, tmp_path: Path) -> None:
+    src = tmp_path / "probe.py"
+    src.write_text("print('ok')\n")
+    src.chmod(0o755)
+    dest = f"{guest.workdir}/probe.py"
+    guest.put(str(src), dest)
+    assert guest.run(["python3", dest]).stdout == "ok\n"
+    assert os.stat(dest).st_mode & 0o777 == 0o755
+
+
+def test_testinfra_host_shares_the_connection(guest: SshGuest) -> None:
+    host = guest.testinfra_host
+    assert host.run("echo %s", "a b").stdout == "a b\n"
+    assert host.file(guest.workdir).is_directory
+
+
+def test_wrong_key_fails_clearly_without_secret(sshd: Sshd, tmp_path: Path) -> None:
+    other = _keygen(tmp_path / "other")
+    creds = Credentials("root", password="s3cret-pass", key_path=str(other))
+    with pytest.raises(GuestAuthError) as err:
+        SshGuest("127.0.0.1", sshd.port, creds, connect_timeout=5).connect()
+    assert "authentication as root" in str(err.value)
+    assert "s3cret-pass" not in str(err.value)
+    assert "s3cret-pass" not in repr(creds)
+
+
+def test_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
+    pin = HostKeyPin()
+    _guest(sshd, pin).connect().close()  # pins the first key seen
+    _guest(sshd, pin).connect().close()  # same key: fine
+    sshd.stop()
+    try:
+        sshd.start(_keygen(tmp_path / "host2"))
+        with pytest.raises(HostKeyChanged, match="host key changed"):
+            _guest(sshd, pin).connect()
+    finally:
+        sshd.stop()
+        sshd.start(sshd.dir / "host1")
+
+
+def test_known_hosts_without_the_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    with pytest.raises(HostKeyChanged, match="not in"):
+        _guest(sshd, HostKeyPin(str(known))).connect()
+
+
+def test_unreachable_port_fails_fast(tmp_path: Path) -> None:
+    creds = Credentials("root", password="x")
+    start = time.monotonic()
+    with pytest.raises(GuestError, match="cannot connect"):
+        SshGuest("127.0.0.1", _free_port(), creds, connect_timeout=3).connect()
+    assert time.monotonic() - start < 5
+
+
+def test_lost_connection_raises(sshd: Sshd) -> None:
+    g = _guest(sshd).connect()
+    try:
+        # End this session's sshd process from inside: the connection drops mid-command.
+        with pytest.raises(GuestConnectionLost, match="lost the SSH connection"):
+            g.run(["python3", "-c", KILL_SSHD_SESSION], timeout=30)
+    finally:
+        g.close()
+
+
+def test_alive_callback_ends_a_wait_on_a_dead_guest(sshd: Sshd) -> None:
+    g = _guest(sshd, alive=lambda: "the domain is shut off (destroyed)").connect()
+    try:
+        start = time.monotonic()
+        with pytest.raises(GuestConnectionLost, match="destroyed"):
+            g.run(["sleep", "20"], timeout=30)
+        assert time.monotonic() - start < 5
+    finally:
+        g.alive = None
+        g.close()
+
+
+def test_parse_ssh_url() -> None:
+    assert parse_ssh_url("ssh://dbc@10.0.0.5:2222") == ("dbc", "10.0.0.5", 2222)
+    assert parse_ssh_url("ssh://n1") == ("", "n1", 22)
+    for bad in ("http://x", "ssh://", "ssh://u:pw@h", "ssh://h:port"):
+        with pytest.raises(ValueError):
+            parse_ssh_url(bad)
+
+
+def test_redact() -> None:
+    assert redact("login pw=hunter2 failed", ["hunter2", ""]) == "login pw=*** failed"
