@@ -127,6 +127,10 @@ REMEDIES: dict[str, Remedy] = {
     "libvirtd.connect": Remedy(
         "`virsh connect qemu+tcp://localhost:16509/system` must work: check libvirtd.conf "
         "(auth_tcp = \"none\"), `systemctl status libvirtd`, and that KVM is usable", "(四) 3"),
+    "libvirtd.kvm": Remedy(
+        "libvirt offers no kvm domain type: enable VT-x/AMD-V in the BIOS, `sudo modprobe "
+        "kvm_intel` (or kvm_amd), check `kvm-ok`, install qemu-kvm, then "
+        "`sudo systemctl restart libvirtd`", "(三) 2"),
     "libvirtd.security": Remedy(
         "unauthenticated libvirt on a public address lets anyone who reaches TCP 16509 control "
         'this host: set `listen_addr = "127.0.0.1"` in /etc/libvirt/libvirtd.conf, or drop '
@@ -177,13 +181,17 @@ REMEDIES: dict[str, Remedy] = {
     "images.template": Remedy(
         "download ubuntu.qcow2 (with the test scripts) into /data and check it with "
         "`qemu-img info /data/ubuntu.qcow2`", "(六)"),
+    "images.qcow2": Remedy(
+        "the image is not a usable qcow2 file (an interrupted download?): download it again "
+        "and check it with `qemu-img check /data/ubuntu.qcow2`", "(六)"),
     # --- area: leftovers ---
     "leftovers.domain": Remedy(
         "a test VM is still on the node and blocks rentals: `dbc-accept cleanup` (this tool's "
         "VMs) or `./check_env --localip VM_IP` (check_env's domain_test)", "(九)"),
     "leftovers.disk": Remedy(
-        "remove the stale test disk, e.g. `sudo rm /data/ubuntu.qcow2_domain_test.qcow2`, "
-        "or run `dbc-accept cleanup`", "(九)"),
+        "remove the stale test disk once no VM uses it, e.g. `sudo rm "
+        "/data/ubuntu_domain_test.qcow2 /data/data_1_domain_test.qcow2` (check_env's), or run "
+        "`dbc-accept cleanup` (this tool's)", "(九)"),
     # --- area: vm ---
     "vm.gpu_busy": Remedy(
         "the GPU belongs to another VM (perhaps a renter's): choose other GPUs with --gpus, or "

@@ -1,0 +1,205 @@
+"""(五) and (七) The dbc node program: its process, install folder, config and identity.
+
+The installer unpacks the program as ``<folder>/dbc`` and ``shell/start.sh`` runs
+``<folder>/shell/../dbc --compute -d -n HOST`` (older releases: ``-a``; a client node is
+``--client``). The program finds ``conf/core.conf`` and ``dat/node.dat`` beside its
+executable. Both files are boost program_options config files: ``key=value`` lines, ``#``
+comments, a key may repeat. node.dat holds ``node_id`` and ``node_private_key`` (older
+releases also ``pub_key`` and ``priv_key``); the private keys are never shown, only hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+
+from dbc_accept.facts import link_optional, list_optional, read, read_optional
+from dbc_accept.target import Target
+from dbc_accept.verdict import FactError
+
+PROGRAM = "dbc"
+PRIVATE_KEYS = ("node_private_key", "priv_key")
+# A snapshot keeps a private key as this marker: present, and comparable with a backup.
+REDACTED = "redacted:sha256:"
+# The program's own defaults when core.conf leaves a port out (ConfManager::ParseConf);
+# the installer writes 5001 and 5002 and asks for ports in 5000-5100.
+PORT_DEFAULTS = {"net_listen_port": 5001, "http_port": 5050}
+PORT_RANGE = range(5000, 5101)
+
+
+@dataclass(frozen=True)
+class DbcProcess:
+    pid: int
+    exe: str
+    argv: tuple[str, ...]
+    role: str  # compute, client, seed or baremetal
+
+    @property
+    def folder(self) -> str:
+        return os.path.dirname(self.exe)
+
+
+@dataclass(frozen=True)
+class CoreConf:
+    values: dict[str, list[str]]
+
+    def get(self, key: str) -> str | None:
+        found = self.values.get(key)
+        return found[-1] if found else None
+
+    def port(self, key: str) -> int:
+        raw = self.get(key)
+        if raw is None:
+            return PORT_DEFAULTS[key]
+        if not raw.isdigit():
+            raise ValueError(f"{key}={raw!r} is not a port number")
+        return int(raw)
+
+
+@dataclass(frozen=True)
+class NodeDat:
+    node_id: str
+    key_digests: dict[str, str]  # private key name -> sha256 of its value
+
+
+def role_of(argv: tuple[str, ...]) -> str:
+    for role in ("client", "seed", "baremetal"):
+        if f"--{role}" in argv:
+            return role
+    return "compute"
+
+
+def parse_config_lines(text: str, source: str = "config") -> dict[str, list[str]]:
+    """Parse a boost program_options config file into {key: [values...]}."""
+    values: dict[str, list[str]] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or (line.startswith("[") and line.endswith("]")):
+            continue
+        key, eq, value = line.partition("=")
+        key = key.strip()
+        if not eq or not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
+            raise ValueError(f"{source} line {number}: expected key=value, got {raw.strip()!r}")
+        values.setdefault(key, []).append(value.strip())
+    return values
+
+
+def parse_core_conf(text: str) -> CoreConf:
+    conf = CoreConf(parse_config_lines(text, "core.conf"))
+    for key in PORT_DEFAULTS:
+        conf.port(key)  # raises ValueError on a non-number
+    return conf
+
+
+def key_digest(value: str) -> str:
+    """sha256 of a private key, or the one a redaction marker carries."""
+    if value.startswith(REDACTED):
+        return value[len(REDACTED):]
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def parse_node_dat(text: str) -> NodeDat:
+    values = parse_config_lines(text, "node.dat")
+    node_id = (values.get("node_id") or [""])[-1]
+    if not node_id:
+        raise ValueError("no node_id")
+    digests = {k: key_digest(values[k][-1]) for k in PRIVATE_KEYS if values.get(k, [""])[-1]}
+    if "node_private_key" not in digests:
+        raise ValueError("no node_private_key")
+    return NodeDat(node_id, digests)
+
+
+def redact_node_dat(text: str) -> str:
+    """node.dat with each private key replaced by its marker (for snapshots)."""
+    out = []
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if eq and key.strip() in PRIVATE_KEYS and value.strip():
+            line = f"{key.strip()}={REDACTED}{key_digest(value.strip())}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def gather_dbc_processes(target: Target) -> list[DbcProcess]:
+    """Every running dbc program (one read of /proc/PID/comm per process)."""
+    found = []
+    for pid in (p for p in list_optional(target, "/proc") if p.isdigit()):
+        comm = read_optional_quiet(target, f"/proc/{pid}/comm")
+        if comm is None or comm.strip() != PROGRAM:
+            continue
+        raw = read_optional_quiet(target, f"/proc/{pid}/cmdline") or ""
+        argv = tuple(a for a in raw.split("\0") if a)
+        exe = link_optional(target, f"/proc/{pid}/exe")
+        exe = exe.removesuffix(" (deleted)") if exe else os.path.normpath(argv[0] if argv else "")
+        found.append(DbcProcess(int(pid), exe, argv, role_of(argv)))
+    return sorted(found, key=lambda p: p.pid)
+
+
+def read_optional_quiet(target: Target, path: str) -> str | None:
+    """A /proc file of a process that may exit meanwhile: None when it is gone."""
+    try:
+        return read_optional(target, path)
+    except FactError:
+        return None
+
+
+def install_folder(processes: list[DbcProcess], option: str | None) -> str | None:
+    """--dbc-dir, else the folder of the running compute node."""
+    if option:
+        return option.rstrip("/") or "/"
+    compute = [p for p in processes if p.role == "compute"]
+    return compute[0].folder if compute else None
+
+
+def gather_folder(target: Target, folder: str) -> list[str]:
+    """The names in the install folder ([] when it does not exist)."""
+    return list_optional(target, folder)
+
+
+def gather_core_conf(target: Target, folder: str) -> CoreConf:
+    path = f"{folder}/conf/core.conf"
+    try:
+        return parse_core_conf(read(target, path))
+    except ValueError as exc:
+        raise FactError(path, str(exc), verb="parse") from None
+
+
+def gather_node_dat(target: Target, folder: str) -> NodeDat:
+    path = f"{folder}/dat/node.dat"
+    try:
+        return parse_node_dat(read(target, path))
+    except ValueError as exc:
+        raise FactError(path, str(exc), verb="parse") from None
+
+
+def load_backup(path: str) -> NodeDat:
+    """The owner's backup of node.dat, read on the machine running the checks."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return parse_node_dat(fh.read())
+    except OSError as exc:
+        raise FactError(path, exc.strerror or str(exc)) from None
+    except ValueError as exc:
+        raise FactError(path, str(exc), verb="parse") from None
+
+
+def other_ports(target: Target, processes: list[DbcProcess], folder: str) -> dict[str, int]:
+    """Ports configured by the other dbc programs on the node (a client node, say)."""
+    ports: dict[str, int] = {}
+    for proc in processes:
+        if proc.folder == folder:
+            continue
+        text = read_optional_quiet(target, f"{proc.folder}/conf/core.conf")
+        try:
+            conf = parse_core_conf(text) if text else None
+        except ValueError:
+            conf = None
+        if conf is not None:
+            for key in PORT_DEFAULTS:
+                ports[f"{proc.folder} {key}"] = conf.port(key)
+    return ports
+
+
+GATHERERS = [gather_dbc_processes]

@@ -1,0 +1,95 @@
+"""(五) and (七) The dbc node program runs from its install folder, with a valid
+conf/core.conf, its ports in range, distinct and listening, and dat/node.dat backed up."""
+
+import pytest
+
+from dbc_accept.facts import HostFacts
+from dbc_accept.facts.dbcnode import (
+    PORT_RANGE,
+    gather_core_conf,
+    gather_dbc_processes,
+    gather_folder,
+    gather_node_dat,
+    install_folder,
+    load_backup,
+    other_ports,
+)
+from dbc_accept.facts.listeners import gather_listeners, on_port
+from dbc_accept.plugin import each
+from dbc_accept.verdict import check, fail, observe, warn
+
+pytestmark = pytest.mark.host
+
+PORT_KEYS = ("net_listen_port", "http_port")
+
+
+def _folder(node: HostFacts) -> str:
+    folder = install_folder(node.get(gather_dbc_processes), node.options.get("dbc_dir"))
+    if folder is None:
+        fail("dbc.install_dir", observed="no running dbc compute node to find the folder from",
+             expected="the dbc install folder (or --dbc-dir)")
+    return folder
+
+
+def test_dbc_running(node: HostFacts) -> None:
+    procs = node.get(gather_dbc_processes)
+    compute = [p for p in procs if p.role == "compute"]
+    observe(dbc_processes=[f"{p.pid} {p.exe} ({p.role})" for p in procs])
+    check(bool(compute), "dbc.process",
+          observed="no dbc compute node process" + (
+              f" (others: {', '.join(f'{p.exe} --{p.role}' for p in procs)})" if procs else ""),
+          expected="`<folder>/dbc --compute -d` running")
+
+
+def test_dbc_install_folder(node: HostFacts) -> None:
+    folder = _folder(node)
+    observe(dbc_dir=folder)
+    names = node.get(gather_folder, folder)
+    missing = [n for n in ("dbc", "conf", "dat") if n not in names]
+    check(not missing, "dbc.install_dir", observed=f"{folder} lacks {', '.join(missing)}",
+          expected="the program dbc and its conf/ and dat/ folders")
+
+
+def test_dbc_core_conf(node: HostFacts) -> None:
+    conf = node.get(gather_core_conf, _folder(node))
+    check(conf.get("net_type") in (None, "mainnet"), "dbc.config",
+          observed=f"net_type={conf.get('net_type')}", expected="net_type=mainnet", level="warn")
+
+
+@each(lambda node: [(k, k) for k in PORT_KEYS], empty="no ports")
+def test_dbc_port(node: HostFacts, item: str) -> None:
+    folder = _folder(node)
+    conf = node.get(gather_core_conf, folder)
+    port = conf.port(item)
+    check(port in PORT_RANGE, "dbc.ports", observed=f"{item}={port}",
+          expected=f"{item} in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
+    taken = {f"this node's {k}": conf.port(k) for k in PORT_KEYS if k != item}
+    taken.update(other_ports(node.target, node.get(gather_dbc_processes), folder))
+    clash = [what for what, other in taken.items() if other == port]
+    check(not clash, "dbc.ports", observed=f"{item}={port} is also {', '.join(clash)}",
+          expected="a port of its own")
+    check(bool(on_port(node.get(gather_listeners), port)), "dbc.ports",
+          observed=f"nothing listens on TCP {port} ({item})",
+          expected=f"the dbc program listening on {port}")
+
+
+def test_node_dat(node: HostFacts) -> None:
+    dat = node.get(gather_node_dat, _folder(node))
+    observe(node_id=dat.node_id)
+
+
+def test_node_dat_backup(node: HostFacts) -> None:
+    dat = node.get(gather_node_dat, _folder(node))
+    backup_path = node.options.get("dbc_node_dat_backup")
+    if not backup_path:
+        warn("dbc.backup", observed="no backup of dat/node.dat was named (--node-dat-backup)",
+             expected="a backup checked against the node's dat/node.dat")
+        return
+    backup = load_backup(backup_path)
+    check(backup.node_id == dat.node_id, "dbc.backup",
+          observed=f"backup {backup_path} has node_id {backup.node_id}, the node {dat.node_id}",
+          expected="the same node_id")
+    differ = sorted(k for k in dat.key_digests if backup.key_digests.get(k) != dat.key_digests[k])
+    check(not differ, "dbc.backup",
+          observed=f"backup {backup_path}: {', '.join(differ)} differ (sha256)",
+          expected="the same private keys")

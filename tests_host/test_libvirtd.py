@@ -1,0 +1,89 @@
+"""(四) libvirtd configured as the guide says, running, listening on TCP 16509, and
+answering a real connection on --libvirt-uri with KVM among its domain types."""
+
+import pytest
+
+from dbc_accept.facts import HostFacts
+from dbc_accept.facts.libvirtconn import libvirt_of, version_text
+from dbc_accept.facts.libvirtd import (
+    CONF,
+    DEFAULTS,
+    SOCKETS,
+    gather_daemon_args,
+    gather_libvirtd_conf,
+    gather_service,
+    gather_socket_masks,
+)
+from dbc_accept.facts.listeners import gather_listeners, on_port
+from dbc_accept.plugin import each
+from dbc_accept.verdict import check, observe
+
+pytestmark = pytest.mark.host
+
+WANTED = {"listen_tls": 0, "listen_tcp": 1, "auth_tcp": "none"}
+
+
+@each(lambda node: [(name, (name, value)) for name, value in WANTED.items()],
+      empty="no settings")
+def test_libvirtd_conf(node: HostFacts, item: tuple[str, object]) -> None:
+    name, wanted = item
+    seen = node.get(gather_libvirtd_conf).get(name)
+    shown = "unset (commented out)" if seen is None else f"{name} = {seen!r}"
+    check(seen == wanted, "libvirtd.conf", observed=f"{CONF}: {shown}",
+          expected=f"{name} = {wanted!r}")
+
+
+def test_libvirtd_listen_arg(node: HostFacts) -> None:
+    args = node.get(gather_daemon_args)
+    shown = "; ".join(f'{v}="{args.values[v]}"' for v in args.variables if v in args.values)
+    check(args.listen, "libvirtd.args",
+          observed=f"{DEFAULTS}: {shown or 'no ' + ' or '.join(args.variables)}"
+          + ("" if args.exists else " (file missing)"),
+          expected=f'{args.variables[0]}="-l" (Ubuntu {args.version_id or "?"})')
+
+
+@each(lambda node: [(name, name) for name in SOCKETS], empty="no sockets")
+def test_libvirtd_socket_masked(node: HostFacts, item: str) -> None:
+    link = node.get(gather_socket_masks)[item]
+    check(link == "/dev/null", "libvirtd.sockets",
+          observed=f"/etc/systemd/system/{item} " + (f"-> {link}" if link else "is not a link"),
+          expected="masked (-> /dev/null)")
+
+
+def test_libvirtd_active(node: HostFacts) -> None:
+    state = node.get(gather_service)
+    check(state.active == "active", "libvirtd.service",
+          observed=f"`systemctl is-active libvirtd`: {state.active}", expected="active")
+
+
+def test_libvirtd_enabled(node: HostFacts) -> None:
+    state = node.get(gather_service)
+    check(state.enabled == "enabled" or state.wants_link, "libvirtd.service",
+          observed=f"`systemctl is-enabled libvirtd`: {state.enabled}", expected="enabled")
+
+
+def test_libvirtd_listening(node: HostFacts) -> None:
+    conf = node.get(gather_libvirtd_conf)
+    port = int(str(conf.get("tcp_port", 16509)))
+    found = on_port(node.get(gather_listeners), port)
+    observe(libvirtd_listeners=[str(s) for s in found])
+    check(bool(found), "libvirtd.listening", observed=f"nothing listens on TCP {port}",
+          expected=f"libvirtd listening on TCP {port}")
+
+
+def test_libvirt_connects(node: HostFacts) -> None:
+    probe = libvirt_of(node)
+    check(probe.connected, "libvirtd.connect",
+          observed=f"{probe.uri}: error {probe.error_code}: {probe.error}",
+          expected=f"a connection to {probe.uri}")
+    observe(libvirt=version_text(probe.lib_version), hypervisor=probe.hv_type,
+            hypervisor_version=version_text(probe.hv_version))
+
+
+def test_libvirt_offers_kvm(node: HostFacts) -> None:
+    probe = libvirt_of(node)
+    check(probe.connected, "libvirtd.connect", observed=f"{probe.uri}: {probe.error}",
+          expected=f"a connection to {probe.uri}")
+    check("kvm" in probe.domain_types, "libvirtd.kvm",
+          observed=f"domain types {', '.join(probe.domain_types) or 'none'}",
+          expected="kvm among the capabilities' domain types")
