@@ -1,0 +1,422 @@
+"""The test VM's life: create (preflight, overlay, define, start), find its address, tear down.
+
+Teardown touches only what this run made: the domain is looked up by name and acted on
+only when its ``<metadata>`` carries this run's id; the overlay is deleted only by the
+name this run gave it. It never raises for what is already gone or for libvirtd errors
+(it reports them), it defers SIGINT/SIGTERM while it runs, and it can be called again.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dbc_accept.target import LocalTarget, Target
+from dbc_accept.vm.domain_xml import build_domain_xml, parse_run_tag
+from dbc_accept.vm.lvutil import code, connect, lv, message
+from dbc_accept.vm.safety import VFIO, VmRefused, host_driver, preflight
+from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
+from dbc_accept.vm.storage import (
+    Overlay,
+    StorageError,
+    create_overlay,
+    delete_overlay,
+    pool_for_folder,
+    transient_pool_name,
+)
+
+__all__ = ["AgentResult", "TestVm", "VmBootTimeout", "VmError", "VmRefused"]
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class VmError(Exception):
+    """The test VM failed; ``check`` is the remedies id for the message."""
+
+    def __init__(self, message: str, check: str = "vm.boot") -> None:
+        super().__init__(message)
+        self.check = check
+
+
+class VmBootTimeout(VmError):
+    """No address in time, or the VM stopped while booting; the message has the console."""
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What a command run through the guest agent gave."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def _null_log(_msg: str) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while cleaning up, then deliver them (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in (signal.SIGINT,
+                                                                       signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for num in dict.fromkeys(got):
+            signal.raise_signal(num)
+
+
+class TestVm:
+    """One test VM, created from a :class:`VmSpec`, always removable by :meth:`teardown`."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, spec: VmSpec, log: Callable[[str], None] = _null_log,
+                 target: Target | None = None) -> None:
+        self.spec = spec if spec.run_id else replace(spec, run_id=new_run_id())
+        self.run_id = self.spec.run_id
+        self.name = domain_name(self.run_id)
+        self.log = log
+        self.target = target or LocalTarget()
+        self.overlay: Overlay | None = None
+        self.timings: dict[str, float] = {}
+        self.gpu_problems: list[str] = []
+        self._conn: Any = None
+        self._overlay_claimed = False  # the overlay name is this run's (created or being)
+        self._domain_claimed = False  # a domain of our name and tag is this run's
+        self._started = False
+        self._in_teardown = False
+        self._torn_down = False
+
+    # --- creating ----------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._conn is not None:
+            try:
+                if self._conn.isAlive():
+                    return self._conn
+            except lv().libvirtError:
+                pass
+            self._close()
+        self._conn = connect(self.spec.uri)
+        return self._conn
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a dead connection may complain
+                conn.close()
+
+    def _timed(self, step: str, start: float) -> None:
+        self.timings[step] = time.monotonic() - start
+        self.log(f"{step} {self.name}: {self.timings[step]:.2f} s")
+
+    def create(self) -> None:
+        """Preflight, overlay, define, start; on any exception undo what was made, re-raise."""
+        libvirt = lv()
+        self._torn_down = False
+        try:
+            t = time.monotonic()
+            conn = self._connection()
+            preflight(conn, self.spec, self.target)
+            self._timed("preflight", t)
+            t = time.monotonic()
+            self._overlay_claimed = True
+            self.overlay = create_overlay(conn, self.spec.image, self.run_id)
+            self._timed("overlay", t)
+            t = time.monotonic()
+            xml = build_domain_xml(self.spec, self.name, self.overlay.path)
+            self._domain_claimed = True
+            dom = conn.defineXML(xml)
+            self._timed("define", t)
+            t = time.monotonic()
+            self._started = True
+            dom.create()
+            self._timed("start", t)
+        except BaseException as exc:
+            if isinstance(exc, StorageError) and exc.exists:
+                self._overlay_claimed = False  # someone else's volume: never delete it
+            if isinstance(exc, libvirt.libvirtError):
+                self.log(f"create {self.name} failed: {message(exc)}")
+            for problem in self.teardown(graceful_timeout=0):
+                self.log(f"cleanup after failed create: {problem}")
+            raise
+
+    # --- looking at it -----------------------------------------------------------------
+
+    def _domain(self) -> Any | None:
+        """Our domain, or None when gone; raises VmError when the name is not ours."""
+        libvirt = lv()
+        try:
+            dom = self._connection().lookupByName(self.name)
+            tag = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, 0)
+        except libvirt.libvirtError as exc:
+            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                raise VmError(f"domain {self.name} carries no dbc-accept tag: not ours, "
+                              "left alone", "vm.cleanup") from None
+            raise
+        run = parse_run_tag(tag)
+        if run is None or run.run_id != self.run_id:
+            raise VmError(f"domain {self.name} is tagged for another run; left alone",
+                          "vm.cleanup")
+        return dom
+
+    def is_alive(self) -> bool:
+        """True while the domain exists and runs."""
+        try:
+            dom = self._domain()
+            return bool(dom is not None and dom.isActive())
+        except (VmError, lv().libvirtError):
+            return False
+
+    def domain_xml(self) -> str:
+        """The live domain XML ("" when the domain is gone)."""
+        dom = self._domain()
+        return str(dom.XMLDesc(0)) if dom is not None else ""
+
+    def console_tail(self, lines: int = 40) -> str:
+        """The last lines of the serial console log, control characters removed."""
+        path = self.spec.console_log
+        if not path:
+            return "(the serial console is not logged: no console_log in the spec)"
+        try:
+            text = self.target.read_text(path)
+        except OSError as exc:
+            return f"(no serial console output: {path}: {exc.strerror or exc})"
+        tail = _CONTROL.sub("", text.replace("\r\n", "\n")).splitlines()[-lines:]
+        return "\n".join(tail) if tail else f"(the serial console log {path} is empty)"
+
+    def _address(self, dom: Any) -> str | None:
+        libvirt = lv()
+        for source in (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+                       libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+                       libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP):
+            try:
+                ifaces = dom.interfaceAddresses(source, 0) or {}
+            except libvirt.libvirtError:
+                continue  # no agent yet, no lease yet: try the next source
+            for iface in ifaces.values():
+                for addr in iface.get("addrs") or []:
+                    ip = str(addr.get("addr", ""))
+                    if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and not \
+                            ip.startswith("127."):
+                        return ip
+        return None
+
+    def wait_address(self, timeout: float, poll: float = 1.0) -> str:
+        """The guest's IPv4 address: DHCP leases, then the guest agent, then ARP."""
+        start = time.monotonic()
+        while True:
+            dom = self._domain()
+            if dom is None or not dom.isActive():
+                raise VmBootTimeout(
+                    f"the test VM {self.name} stopped while booting (crashed, powered off or "
+                    f"destroyed). Serial console:\n{self.console_tail()}")
+            ip = self._address(dom)
+            if ip:
+                self._timed("address", start)
+                return ip
+            if time.monotonic() - start > timeout:
+                raise VmBootTimeout(
+                    f"the test VM {self.name} got no address on network {self.spec.network!r} "
+                    f"within {timeout:g} s. Serial console:\n{self.console_tail()}")
+            time.sleep(poll)
+
+    # --- the guest agent ---------------------------------------------------------------
+
+    def _agent(self, dom: Any, cmd: dict[str, Any], timeout: int) -> Any:
+        import libvirt_qemu  # type: ignore[import-untyped]
+
+        return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(cmd), timeout, 0))
+
+    def agent_exec(self, argv: Sequence[str], stdin: bytes = b"",
+                   timeout: float = 30.0) -> AgentResult | None:
+        """Run a command in the guest through the qemu guest agent; None if it won't answer."""
+        libvirt = lv()
+        args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True}
+        if stdin:
+            args["input-data"] = base64.b64encode(stdin).decode()
+        try:
+            dom = self._domain()
+            if dom is None:
+                return None
+            pid = self._agent(dom, {"execute": "guest-exec", "arguments": args}, 10)["return"]
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                st = self._agent(dom, {"execute": "guest-exec-status", "arguments": pid}, 10)
+                st = st["return"]
+                if st.get("exited"):
+                    out, err = (base64.b64decode(st.get(k, "")).decode(errors="replace")
+                                for k in ("out-data", "err-data"))
+                    return AgentResult(int(st.get("exitcode", -1)), out, err)
+                time.sleep(0.2)
+        except (libvirt.libvirtError, VmError, KeyError, TypeError, ValueError):
+            return None  # no agent, agent without guest-exec, or a garbled answer
+        return None
+
+    def agent_set_key(self, user: str, pubkey: str) -> bool:
+        """Add an SSH public key to ``user``'s authorized_keys through the guest agent."""
+        key = pubkey.strip()
+        if not _USER_RE.match(user) or not key or "\n" in key:
+            raise ValueError("agent_set_key needs a plain user name and a one-line public key")
+        script = (
+            'set -e; h=$(getent passwd "$1" | cut -d: -f6); [ -n "$h" ] || exit 3; '
+            'g=$(id -gn "$1"); install -d -m 700 -o "$1" -g "$g" "$h/.ssh"; '
+            'f="$h/.ssh/authorized_keys"; touch "$f"; '
+            'grep -qxF -- "$2" "$f" || printf "%s\\n" "$2" >> "$f"; '
+            'chown "$1:$g" "$f"; chmod 600 "$f"'
+        )
+        result = self.agent_exec(["/bin/sh", "-c", script, "sh", user, key])
+        ok = result is not None and result.rc == 0
+        self.log(f"guest agent: key for {user} {'installed' if ok else 'not installed'}")
+        return ok
+
+    # --- tearing down ------------------------------------------------------------------
+
+    def removal_hint(self) -> str:
+        """How to remove this VM by hand (for --keep-vm)."""
+        return (f"`dbc-accept cleanup --libvirt-uri {self.spec.uri}` removes domain "
+                f"{self.name} and its overlay {self.overlay.path if self.overlay else ''}")
+
+    def teardown(self, graceful_timeout: float = 10) -> list[str]:
+        """Stop and remove the domain and the overlay, check the GPUs; problems as text."""
+        if self._in_teardown or self._torn_down:
+            return []
+        self._in_teardown = True
+        try:
+            with _signals_deferred():
+                problems = self._teardown(graceful_timeout)
+        finally:
+            self._in_teardown = False
+        for problem in problems:
+            self.log(f"teardown: {problem}")
+        return problems
+
+    def _teardown(self, graceful_timeout: float) -> list[str]:
+        libvirt = lv()
+        t = time.monotonic()
+        try:
+            conn = self._connection()
+        except libvirt.libvirtError as exc:
+            return [f"could not reach libvirt at {self.spec.uri} ({message(exc)}): domain "
+                    f"{self.name} and volume {volume_name(self.run_id)} may be left behind; "
+                    "run `dbc-accept cleanup` once libvirtd is back"]
+        problems = []
+        if self._domain_claimed:
+            problems += self._remove_domain(graceful_timeout)
+        if self._overlay_claimed:
+            problems += self._remove_overlay(conn)
+        if self._started and self.spec.gpus:
+            self.gpu_problems = self._gpus_back()
+            problems += self.gpu_problems
+        if not problems:
+            self._torn_down = True
+            self._close()
+        self._timed("teardown", t)
+        return problems
+
+    def _remove_domain(self, graceful_timeout: float) -> list[str]:
+        libvirt = lv()
+        try:
+            dom = self._domain()
+            if dom is None:
+                return []
+            if dom.isActive():
+                self._stop(dom, graceful_timeout)
+            self._undefine(dom)
+            self.log(f"removed domain {self.name}")
+        except VmError as exc:
+            return [str(exc)]
+        except libvirt.libvirtError as exc:
+            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return []
+            return [f"could not remove domain {self.name}: {message(exc)}"]
+        return []
+
+    def _stop(self, dom: Any, graceful_timeout: float) -> None:
+        libvirt = lv()
+        if graceful_timeout > 0:
+            with contextlib.suppress(libvirt.libvirtError):  # no ACPI/agent: we destroy next
+                dom.shutdown()
+            deadline = time.monotonic() + graceful_timeout
+            while time.monotonic() < deadline and dom.isActive():
+                time.sleep(0.25)
+        try:
+            if dom.isActive():
+                dom.destroy()
+        except libvirt.libvirtError as exc:
+            if code(exc) not in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_DOMAIN):
+                raise  # "not running" means it stopped by itself meanwhile
+
+    def _undefine(self, dom: Any) -> None:
+        libvirt = lv()
+        flags = (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                 | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        try:
+            dom.undefineFlags(flags)
+        except libvirt.libvirtError as exc:
+            if code(exc) not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            dom.undefine()  # a driver without these flags (the test driver) has no NVRAM
+
+    def _remove_overlay(self, conn: Any) -> list[str]:
+        overlay = self.overlay or self._find_overlay(conn)
+        if overlay is None:
+            return []
+        problem = delete_overlay(conn, overlay)
+        if problem:
+            return [problem]
+        self.log(f"removed overlay {overlay.path}")
+        self.overlay = None
+        self._overlay_claimed = False
+        return []
+
+    def _find_overlay(self, conn: Any) -> Overlay | None:
+        """The overlay when create was interrupted before it learnt its path."""
+        libvirt = lv()
+        folder = os.path.dirname(os.path.abspath(self.spec.image))
+        pool = pool_for_folder(conn, folder)
+        if pool is None:
+            return None
+        try:
+            vol = pool.storageVolLookupByName(volume_name(self.run_id))
+        except libvirt.libvirtError as exc:
+            if code(exc) == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return None
+            raise
+        return Overlay(path=vol.path(), name=vol.name(), pool=pool.name(),
+                       pool_created=pool.name() == transient_pool_name(folder),
+                       backing=self.spec.image, backing_format="")
+
+    def _gpus_back(self) -> list[str]:
+        problems = []
+        for bdf in self.spec.gpus:
+            try:
+                driver = host_driver(self.target, bdf)
+            except VmRefused as exc:
+                problems.append(f"could not check GPU function {bdf}: {exc}")
+                continue
+            if driver != VFIO:
+                problems.append(f"GPU function {bdf} is bound to {driver or 'no driver'} after "
+                                f"the test VM, not {VFIO}")
+        return problems

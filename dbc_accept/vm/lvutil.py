@@ -1,0 +1,36 @@
+"""libvirt-python, imported on use, with its default stderr error printer silenced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_quiet = False
+
+
+def lv() -> Any:
+    """The libvirt module (the plugin must load where libvirt-python is missing)."""
+    global _quiet
+    import libvirt
+
+    if not _quiet:
+        # errors reach us as exceptions; the default handler would also print them
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        _quiet = True
+    return libvirt
+
+
+def connect(uri: str) -> Any:
+    """A read-write connection to ``uri``."""
+    return lv().open(uri)
+
+
+def code(exc: BaseException) -> int | None:
+    """The libvirt error code of an exception, None for other exceptions."""
+    get = getattr(exc, "get_error_code", None)
+    return int(get()) if callable(get) and get() is not None else None
+
+
+def message(exc: BaseException) -> str:
+    get = getattr(exc, "get_error_message", None)
+    text = get() if callable(get) else None
+    return str(text or exc)

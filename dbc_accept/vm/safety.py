@@ -1,0 +1,128 @@
+"""Checks made before anything is created: never take a renter's GPU, never overwrite a name.
+
+A GPU that another domain holds (running, or only defined and so due to start later) is
+refused with the domain's name; so is, under KVM, a GPU function the host has not bound to
+vfio-pci. The test VM's name ``dbc-accept-<run id>`` must be free.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dbc_accept.target import LocalTarget, Target
+from dbc_accept.vm.domain_xml import hostdev_addresses
+from dbc_accept.vm.lvutil import code, lv
+from dbc_accept.vm.spec import VmSpec, domain_name, normalize_bdf
+
+VFIO = "vfio-pci"
+
+
+class VmRefused(Exception):
+    """The test VM may not be created; ``check`` is the remedies id for the message."""
+
+    def __init__(self, message: str, check: str = "vm.gpu_busy") -> None:
+        super().__init__(message)
+        self.check = check
+
+
+def host_driver(target: Target, bdf: str) -> str | None:
+    """The host driver bound to a PCI function (None when unbound)."""
+    try:
+        return os.path.basename(target.read_link(f"/sys/bus/pci/devices/{bdf}/driver"))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if not _function_exists(target, bdf):
+            raise VmRefused(f"PCI function {bdf} does not exist on {target.name}",
+                            "vm.gpu_busy") from None
+        if isinstance(exc, PermissionError):
+            raise VmRefused(f"cannot read the driver of {bdf}: permission denied (run as root)",
+                            "vm.gpu_busy") from None
+        return None  # exists but no driver link: unbound
+
+
+def _function_exists(target: Target, bdf: str) -> bool:
+    try:
+        target.list_dir(f"/sys/bus/pci/devices/{bdf}")
+        return True
+    except OSError:
+        return False
+
+
+def _domain_xmls(dom: Any) -> list[str]:
+    """The live and the persistent XML: a hostdev may be only in the next boot's config."""
+    libvirt = lv()
+    xmls = [dom.XMLDesc(0)]
+    if dom.isActive() and dom.isPersistent():
+        xmls.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    return xmls
+
+
+def gpu_holders(conn: Any, bdfs: tuple[str, ...], skip: str = "") -> dict[str, list[str]]:
+    """{bdf: [domain (state), ...]} for each wanted function another domain lists."""
+    libvirt = lv()
+    wanted = {normalize_bdf(b) for b in bdfs}
+    held: dict[str, list[str]] = {}
+    for dom in conn.listAllDomains(0):
+        try:
+            name = dom.name()
+            if name == skip:
+                continue
+            state = "running" if dom.isActive() else "defined, not running"
+            used = {a for xml in _domain_xmls(dom) for a in hostdev_addresses(xml)}
+        except libvirt.libvirtError as exc:
+            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # went away while we looked
+            raise
+        for bdf in sorted(used & wanted):
+            held.setdefault(bdf, []).append(f"{name} ({state})")
+    return held
+
+
+def _check_name_free(conn: Any, name: str) -> None:
+    libvirt = lv()
+    try:
+        conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+            return
+        raise
+    raise VmRefused(f"a domain named {name} already exists; nothing was overwritten "
+                    "(choose another run id, or remove it with `dbc-accept cleanup`)",
+                    "vm.cleanup")
+
+
+def _check_network(conn: Any, network: str) -> None:
+    libvirt = lv()
+    try:
+        net = conn.networkLookupByName(network)
+        active = bool(net.isActive())
+    except libvirt.libvirtError as exc:
+        if code(exc) != libvirt.VIR_ERR_NO_NETWORK:
+            raise
+        raise VmRefused(f"libvirt network {network!r} does not exist (`virsh net-list --all`)",
+                        "vm.boot") from None
+    if not active:
+        raise VmRefused(f"libvirt network {network!r} is not active: "
+                        f"`virsh net-start {network}`", "vm.boot")
+
+
+def preflight(conn: Any, spec: VmSpec, target: Target | None = None) -> None:
+    """Raise VmRefused unless the VM of ``spec`` can be created without touching others."""
+    _check_name_free(conn, domain_name(spec.run_id))
+    if spec.gpus and spec.virt_type != "kvm":
+        raise VmRefused("GPU passthrough needs --vm-virt-type kvm (VFIO does not work under "
+                        "software emulation); use --gpus 0 with qemu", "vm.gpu_busy")
+    held = gpu_holders(conn, spec.gpus)
+    if held:
+        lines = [f"{bdf} is attached to domain {', '.join(doms)}" for bdf, doms in held.items()]
+        raise VmRefused("refusing to use a GPU another VM holds: " + "; ".join(lines),
+                        "vm.gpu_busy")
+    target = target or LocalTarget()
+    for bdf in spec.gpus:
+        driver = host_driver(target, bdf)
+        if driver != VFIO:
+            raise VmRefused(f"GPU function {bdf} is bound to {driver or 'no driver'}, not "
+                            f"{VFIO}: the host may be using it", "gpu.vfio_bound")
+    _check_network(conn, spec.network)
