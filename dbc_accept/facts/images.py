@@ -17,7 +17,7 @@ from dbc_accept.target import Target
 from dbc_accept.verdict import FactError
 
 MAGIC = b"QFI\xfb"
-HEADER_BYTES = 4096
+HEADER_BYTES = 1024  # the header, its extensions and the backing file name
 DATA = "/data"
 TEMPLATE = "/data/ubuntu.qcow2"
 # check_env copies its template to <image minus extension>_domain_test.<ext> (so

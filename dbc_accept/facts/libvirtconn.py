@@ -117,8 +117,14 @@ def _require(doc: dict[str, Any], key: str, kind: type) -> Any:
 
 
 def parse_probe(text: str, uri: str = DEFAULT_URI) -> LibvirtProbe:
-    """Parse the probe's JSON document."""
-    doc = json.loads(text)
+    """Parse the probe's JSON document; ValueError when it is not the probe's shape."""
+    try:
+        return _parse_probe(json.loads(text), uri)
+    except (TypeError, AttributeError, KeyError) as exc:
+        raise ValueError(f"unexpected document: {type(exc).__name__}: {exc}") from None
+
+
+def _parse_probe(doc: Any, uri: str) -> LibvirtProbe:
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
     if not _require(doc, "connected", bool):
@@ -146,7 +152,7 @@ def gather_libvirt(target: Target, uri: str = DEFAULT_URI) -> LibvirtProbe:
         raise FactError(f"the libvirt probe of {uri}", out.describe())
     try:
         return parse_probe(out.stdout, uri)
-    except (ValueError, TypeError, AttributeError) as exc:
+    except ValueError as exc:
         raise FactError(f"the libvirt probe's output for {uri}", str(exc), verb="parse") from None
 
 
