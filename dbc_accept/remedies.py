@@ -44,6 +44,9 @@ REMEDIES: dict[str, Remedy] = {
     "iommu.cmdline": Remedy(
         f"add intel_iommu=on (amd_iommu=on on AMD) iommu=pt to the kernel command line: {GRUB}",
         "(三) vfio"),
+    "iommu.passthrough": Remedy(
+        f"add iommu=pt (with intel_iommu=on, or amd_iommu=on on AMD) to the kernel command "
+        f"line: {GRUB}", "(三) vfio"),
     "iommu.groups": Remedy(
         f"enable VT-d/AMD-Vi in the BIOS and add intel_iommu=on (or amd_iommu=on) iommu=pt: {GRUB}",
         "(三) vfio"),

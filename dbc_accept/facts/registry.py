@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dbc_accept.facts import system
+from dbc_accept.facts import cpu, iomem, kernel, pci, sysctl, system
 
-MODULES = [system]
+MODULES = [system, cpu, kernel, pci, iomem, sysctl]
 
 
 def all_gatherers() -> list[Callable[..., Any]]:
