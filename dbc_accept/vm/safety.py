@@ -30,15 +30,13 @@ def host_driver(target: Target, bdf: str) -> str | None:
     """The host driver bound to a PCI function (None when unbound)."""
     try:
         return os.path.basename(target.read_link(f"/sys/bus/pci/devices/{bdf}/driver"))
-    except FileNotFoundError:
-        return None
     except OSError as exc:
         if not _function_exists(target, bdf):
             raise VmRefused(f"PCI function {bdf} does not exist on {target.name}",
-                            "vm.gpu_busy") from None
+                            "gpu.vfio_bound") from None
         if isinstance(exc, PermissionError):
             raise VmRefused(f"cannot read the driver of {bdf}: permission denied (run as root)",
-                            "vm.gpu_busy") from None
+                            "gpu.vfio_bound") from None
         return None  # exists but no driver link: unbound
 
 

@@ -1,0 +1,190 @@
+"""Remove what earlier runs of this tool left behind, and nothing else.
+
+A domain is ours only when ``dom.metadata()`` finds our ``<dbca:run>`` element and its
+name is ``dbc-accept-<that run id>``; a domain whose run is still alive (its creating
+process runs on this machine) is left alone unless ``force``. An overlay volume is ours
+only when its name is ``dbc-accept-<run id>.qcow2``, it has a backing store, and no domain
+but a tagged one of the same run uses it. check_env's ``domain_test`` and every other
+domain or volume are never touched (the host checks report them).
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dbc_accept.vm.domain_xml import RunTag, disk_sources, parse_run_tag
+from dbc_accept.vm.lvutil import code, connect, lv, message
+from dbc_accept.vm.spec import NS, domain_name, run_id_origin
+from dbc_accept.vm.storage import POOL_RE, VOLUME_RE, release_pool, volume_facts
+
+
+def _boot_time() -> float:
+    with open("/proc/stat", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def process_started(pid: int) -> float | None:
+    """When the local process ``pid`` started (epoch seconds), None when it does not run."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime, counted after the ")"
+        return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run_is_live(run_id: str, pid: int = 0, host: str = "", created: float | None = None) -> bool:
+    """True when the process that made the run still runs here (pid not reused since)."""
+    origin = run_id_origin(run_id)
+    if origin is not None:
+        created, pid = origin
+    if pid <= 0 or (host and host != socket.gethostname()):
+        return False
+    started = process_started(pid)
+    if started is None:
+        return False
+    # a process that started after the run was made is a reused pid, not the run's maker
+    return created is None or started <= created + 2
+
+
+def _created_epoch(tag: RunTag) -> float | None:
+    try:
+        return float(calendar.timegm(time.strptime(tag.created, "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
+
+
+def _our_tag(dom: Any) -> RunTag | None:
+    """The run tag of a domain when it is ours beyond doubt, else None."""
+    libvirt = lv()
+    try:
+        xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, 0)
+    except libvirt.libvirtError as exc:
+        if code(exc) in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
+            return None
+        raise
+    tag = parse_run_tag(xml)
+    if tag is None or dom.name() != domain_name(tag.run_id):
+        return None  # a tag copied into a domain of another name: not ours to remove
+    return tag
+
+
+def _remove_domain(dom: Any) -> None:
+    libvirt = lv()
+    try:
+        if dom.isActive():
+            dom.destroy()
+        flags = (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                 | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        try:
+            dom.undefineFlags(flags)
+        except libvirt.libvirtError as exc:
+            if code(exc) not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            dom.undefine()
+    except libvirt.libvirtError as exc:
+        if code(exc) != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+
+
+class _Sweep:
+    def __init__(self, conn: Any, force: bool, log: Callable[[str], None]) -> None:
+        self.conn = conn
+        self.force = force
+        self.log = log
+        self.removed: list[str] = []
+        self.live_runs: set[str] = set()
+
+    def domains(self) -> None:
+        libvirt = lv()
+        for dom in self.conn.listAllDomains(0):
+            try:
+                tag = _our_tag(dom)
+                if tag is None:
+                    continue
+                if not self.force and run_is_live(tag.run_id, tag.pid, tag.host,
+                                                  _created_epoch(tag)):
+                    self.live_runs.add(tag.run_id)
+                    self.log(f"left {dom.name()}: its run (pid {tag.pid}) is still going")
+                    continue
+                state = "running" if dom.isActive() else "defined"
+                _remove_domain(dom)
+                self.removed.append(f"removed domain {dom.name()} ({state}, run {tag.run_id}, "
+                                    f"created {tag.created or 'unknown'})")
+            except libvirt.libvirtError as exc:
+                self.log(f"could not sweep a domain: {message(exc)}")
+
+    def used_paths(self) -> dict[str, set[str]]:
+        """{disk path: names of the domains using it}, over every remaining domain."""
+        used: dict[str, set[str]] = {}
+        for dom in self.conn.listAllDomains(0):
+            try:
+                for path in disk_sources(dom.XMLDesc(0)):
+                    used.setdefault(os.path.normpath(path), set()).add(dom.name())
+            except lv().libvirtError:
+                continue
+        return used
+
+    def volumes(self) -> None:
+        libvirt = lv()
+        used = self.used_paths()
+        pools = []
+        for pool in self.conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+            pools.append(pool)
+            try:
+                pool.refresh(0)
+                vols = pool.listAllVolumes(0)
+            except libvirt.libvirtError as exc:
+                self.log(f"could not list pool {pool.name()}: {message(exc)}")
+                continue
+            for vol in vols:
+                self._volume(vol, used)
+        for pool in pools:
+            name = pool.name()
+            if POOL_RE.match(name) and release_pool(self.conn, name):
+                self.removed.append(f"removed transient storage pool {name} (files untouched)")
+
+    def _volume(self, vol: Any, used: dict[str, set[str]]) -> None:
+        libvirt = lv()
+        m = VOLUME_RE.match(vol.name())
+        if not m:
+            return
+        run_id = m["run"]
+        try:
+            path = vol.path()
+            _, _, backing = volume_facts(vol)
+            users = used.get(os.path.normpath(path), set())
+            if not backing:
+                self.log(f"left {path}: not an overlay (no backing store), so not ours")
+            elif users:
+                self.log(f"left {path}: in use by {', '.join(sorted(users))}")
+            elif run_id in self.live_runs or (not self.force and run_is_live(run_id)):
+                self.log(f"left {path}: its run is still going")
+            else:
+                vol.delete(0)
+                self.removed.append(f"removed volume {path} (overlay of {backing})")
+        except libvirt.libvirtError as exc:
+            if code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                self.log(f"could not remove volume {vol.name()}: {message(exc)}")
+
+
+def sweep(uri: str, force: bool = False, log: Callable[[str], None] | None = None) -> list[str]:
+    """Remove this tool's leftover domains and overlays at ``uri``; one line per removal."""
+    conn = connect(uri)
+    try:
+        work = _Sweep(conn, force, log or (lambda _m: None))
+        work.domains()
+        work.volumes()
+        return work.removed
+    finally:
+        conn.close()

@@ -1,0 +1,375 @@
+"""The test VM's logic against libvirt's mock driver (test:///default): fast, no qemu.
+
+test:///default keeps one state per process, shared by every connection: each test makes
+names of its own and removes what it made.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dbc_accept.target import CommandResult
+from dbc_accept.vm import reaper
+from dbc_accept.vm.domain_xml import build_domain_xml, hostdev_addresses, parse_run_tag
+from dbc_accept.vm.lifecycle import TestVm, VmError
+from dbc_accept.vm.safety import VmRefused
+from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
+from dbc_accept.vm.storage import StorageError
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
+
+URI = "test:///default"
+POOL = "/default-pool"
+GPU = "0000:41:00.0"
+GPU_AUDIO = "0000:41:00.1"
+
+
+class SysfsTarget:
+    """A host whose GPU functions are bound to the given drivers."""
+
+    name = "fake"
+
+    def __init__(self, drivers: dict[str, str]) -> None:
+        self.drivers = drivers
+
+    def read_link(self, path: str) -> str:
+        bdf = path.split("/")[-2]
+        if bdf not in self.drivers:
+            raise FileNotFoundError(path)
+        return f"../../../bus/pci/drivers/{self.drivers[bdf]}"
+
+    def list_dir(self, path: str) -> list[str]:
+        return ["driver"]
+
+    def read_text(self, path: str) -> str:
+        raise FileNotFoundError(path)
+
+    def run(self, argv: Any, timeout: float = 30.0) -> CommandResult:
+        return CommandResult(tuple(argv), 127, "", "")
+
+
+VFIO_HOST = SysfsTarget({GPU: "vfio-pci", GPU_AUDIO: "vfio-pci"})
+
+
+@pytest.fixture()
+def conn() -> Iterator[Any]:
+    c = libvirt.open(URI)
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def template(conn: Any) -> Iterator[str]:
+    """A qcow2 template volume in the mock driver's default-pool."""
+    pool = conn.storagePoolLookupByName("default-pool")
+    name = f"dbcvmtest-{secrets.token_hex(4)}.qcow2"
+    vol = pool.createXML(
+        f"<volume><name>{name}</name><capacity unit='G'>2</capacity>"
+        "<target><format type='qcow2'/></target></volume>", 0)
+    yield f"{POOL}/{name}"
+    vol.delete(0)
+
+
+def _spec(image: str, **kw: Any) -> VmSpec:
+    base: dict[str, Any] = {"uri": URI, "image": image, "gpus": (GPU, GPU_AUDIO),
+                            "memory_mib": 512, "vcpus": 2}
+    return VmSpec(**{**base, **kw})
+
+
+def _decoy_xml(name: str, hostdev: str | None = GPU, tag: str | None = None) -> str:
+    root = ET.Element("domain", type="test")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "memory").text = "65536"
+    ET.SubElement(ET.SubElement(root, "os"), "type").text = "hvm"
+    if tag:
+        ET.SubElement(ET.SubElement(root, "metadata"), f"{{{NS}}}run", id=tag)
+    devices = ET.SubElement(root, "devices")
+    if hostdev:
+        dom, bus, rest = hostdev.split(":")
+        slot, fn = rest.split(".")
+        src = ET.SubElement(ET.SubElement(devices, "hostdev", mode="subsystem", type="pci",
+                                          managed="yes"), "source")
+        ET.SubElement(src, "address", domain=f"0x{dom}", bus=f"0x{bus}", slot=f"0x{slot}",
+                      function=f"0x{fn}")
+    return ET.tostring(root, encoding="unicode")
+
+
+@pytest.fixture()
+def decoy(conn: Any) -> Iterator[Any]:
+    """A renter's VM holding the GPU, defined but not running."""
+    dom = conn.defineXML(_decoy_xml(f"dbcvmtest-renter-{secrets.token_hex(3)}"))
+    yield dom
+    if dom.isActive():
+        dom.destroy()
+    dom.undefine()
+
+
+def _names(conn: Any) -> set[str]:
+    return {d.name() for d in conn.listAllDomains(0)}
+
+
+def _volumes(conn: Any) -> set[str]:
+    pool = conn.storagePoolLookupByName("default-pool")
+    pool.refresh(0)
+    return set(pool.listVolumes())
+
+
+# --- domain XML --------------------------------------------------------------------------
+
+def test_domain_xml_kvm_has_everything_a_rental_vm_has() -> None:
+    spec = _spec("/data/ubuntu.qcow2", run_id="r1", console_log="/tmp/c.log", uefi=True)
+    root = ET.fromstring(build_domain_xml(spec, "dbc-accept-r1", "/data/o.qcow2"))
+    assert root.get("type") == "kvm" and root.findtext("name") == "dbc-accept-r1"
+    assert root.find("cpu").get("mode") == "host-passthrough"  # type: ignore[union-attr]
+    assert root.find("features/kvm/hidden").get("state") == "on"  # type: ignore[union-attr]
+    vendor = root.find("features/hyperv/vendor_id")
+    assert vendor is not None and vendor.get("state") == "on" and len(vendor.get("value", "")) == 12
+    assert root.findtext("memory") == "512" and root.find("memory").get("unit") == "MiB"  # type: ignore[union-attr]
+    assert root.findtext("vcpu") == "2"
+    assert root.find("os").get("firmware") == "efi"  # type: ignore[union-attr]
+    disk = root.find("devices/disk")
+    assert disk is not None and disk.find("target").get("bus") == "virtio"  # type: ignore[union-attr]
+    assert disk.find("source").get("file") == "/data/o.qcow2"  # type: ignore[union-attr]
+    nic = root.find("devices/interface")
+    assert nic is not None and nic.find("source").get("network") == "default"  # type: ignore[union-attr]
+    assert nic.find("model").get("type") == "virtio"  # type: ignore[union-attr]
+    agent = root.find("devices/channel/target")
+    assert agent is not None and agent.get("name") == "org.qemu.guest_agent.0"
+    serial = root.find("devices/serial")
+    assert serial is not None and serial.get("type") == "file"
+    assert serial.find("source").get("path") == "/tmp/c.log"  # type: ignore[union-attr]
+    hostdevs = root.findall("devices/hostdev")
+    assert [(h.get("mode"), h.get("type"), h.get("managed")) for h in hostdevs] == [
+        ("subsystem", "pci", "yes")] * 2
+    assert hostdev_addresses(ET.tostring(root, encoding="unicode")) == [GPU, GPU_AUDIO]
+    tag = parse_run_tag(ET.tostring(root, encoding="unicode"))
+    assert tag is not None and tag.run_id == "r1" and tag.overlay == "/data/o.qcow2"
+    assert tag.created.endswith("Z")
+
+
+def test_domain_xml_tcg_and_direct_kernel_boot() -> None:
+    spec = _spec("/i.qcow2", run_id="r2", gpus=(), virt_type="qemu", kernel="/boot/vmlinuz",
+                 initrd="/boot/initrd.img", cmdline="root=/dev/vda rw console=ttyS0")
+    root = ET.fromstring(build_domain_xml(spec, "dbc-accept-r2", "/o.qcow2"))
+    assert root.get("type") == "qemu"
+    assert root.find("cpu") is None and root.find("features/kvm") is None
+    assert root.findtext("os/kernel") == "/boot/vmlinuz"
+    assert root.findtext("os/initrd") == "/boot/initrd.img"
+    assert root.findtext("os/cmdline") == "root=/dev/vda rw console=ttyS0"
+    assert root.find("os/boot") is None and root.find("os").get("firmware") is None  # type: ignore[union-attr]
+    assert root.findall("devices/hostdev") == []
+
+
+def test_domain_xml_is_a_tree_not_a_template() -> None:
+    # a value with markup characters stays a value
+    spec = _spec("/i.qcow2", run_id="r3", gpus=(), cmdline="a='<b>' & c")
+    root = ET.fromstring(build_domain_xml(spec, "dbc-accept-r3", "/o&<>.qcow2"))
+    assert root.findtext("os/cmdline") is None  # no kernel, so no cmdline
+    assert root.find("devices/disk/source").get("file") == "/o&<>.qcow2"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="run id"):
+        build_domain_xml(_spec("/i"), "x", "/o")
+
+
+# --- create and teardown -----------------------------------------------------------------
+
+def test_create_then_teardown_leaves_nothing(conn: Any, template: str) -> None:
+    before_doms, before_vols = _names(conn), _volumes(conn)
+    vm = TestVm(_spec(template), target=VFIO_HOST)
+    vm.create()
+    assert vm.is_alive()
+    assert vm.name in _names(conn) and volume_name(vm.run_id) in _volumes(conn)
+    xml = vm.domain_xml()
+    assert parse_run_tag(xml) is not None and hostdev_addresses(xml) == [GPU, GPU_AUDIO]
+    vol = conn.storageVolLookupByPath(vm.overlay.path)  # type: ignore[union-attr]
+    assert ET.fromstring(vol.XMLDesc(0)).findtext("backingStore/path") == template
+    assert vm.wait_address(timeout=5, poll=0.1).count(".") == 3
+    assert vm.teardown(graceful_timeout=0.2) == []
+    assert vm.teardown() == []  # idempotent
+    assert _names(conn) == before_doms and _volumes(conn) == before_vols
+    assert not vm.is_alive() and vm.domain_xml() == ""
+
+
+def test_teardown_of_a_vm_destroyed_under_us(conn: Any, template: str) -> None:
+    vm = TestVm(_spec(template), target=VFIO_HOST)
+    vm.create()
+    dom = conn.lookupByName(vm.name)
+    dom.destroy()
+    dom.undefine()
+    assert vm.teardown() == []
+    assert volume_name(vm.run_id) not in _volumes(conn)
+
+
+def test_teardown_before_create_touches_nothing(conn: Any) -> None:
+    before = _names(conn)
+    vm = TestVm(_spec(f"{POOL}/none.qcow2"), target=VFIO_HOST)
+    assert vm.teardown() == [] and _names(conn) == before
+
+
+def test_teardown_leaves_a_domain_that_took_our_name(conn: Any, template: str) -> None:
+    vm = TestVm(_spec(template), target=VFIO_HOST)
+    vm.create()
+    dom = conn.lookupByName(vm.name)
+    dom.destroy()
+    dom.undefine()
+    impostor = conn.defineXML(_decoy_xml(vm.name, hostdev=None))
+    try:
+        problems = vm.teardown()
+        assert problems and "carries no dbc-accept tag" in problems[0]
+        assert conn.lookupByName(vm.name).UUIDString() == impostor.UUIDString()
+    finally:
+        impostor.undefine()
+    assert vm.teardown() == []  # retried: the domain is gone now, the overlay too
+    assert volume_name(vm.run_id) not in _volumes(conn)
+
+
+def test_gpu_held_by_a_defined_domain_is_refused_by_name(conn: Any, template: str,
+                                                         decoy: Any) -> None:
+    before_xml, before_doms, before_vols = decoy.XMLDesc(0), _names(conn), _volumes(conn)
+    vm = TestVm(_spec(template), target=VFIO_HOST)
+    with pytest.raises(VmRefused, match=f"{GPU} is attached to domain {decoy.name()} "
+                                        r"\(defined, not running\)") as info:
+        vm.create()
+    assert info.value.check == "vm.gpu_busy"
+    decoy.create()  # the same when it runs
+    with pytest.raises(VmRefused, match=rf"{decoy.name()} \(running\)"):
+        TestVm(_spec(template), target=VFIO_HOST).create()
+    decoy.destroy()
+    assert decoy.XMLDesc(0) == before_xml
+    assert _names(conn) == before_doms and _volumes(conn) == before_vols
+
+
+def test_gpu_not_on_vfio_is_refused(conn: Any, template: str) -> None:
+    host = SysfsTarget({GPU: "nvidia", GPU_AUDIO: "vfio-pci"})
+    with pytest.raises(VmRefused, match=f"{GPU} is bound to nvidia, not vfio-pci") as info:
+        TestVm(_spec(template), target=host).create()
+    assert info.value.check == "gpu.vfio_bound"
+    with pytest.raises(VmRefused, match="needs --vm-virt-type kvm"):
+        TestVm(_spec(template, virt_type="qemu"), target=VFIO_HOST).create()
+
+
+def test_name_collision_never_overwrites(conn: Any, template: str) -> None:
+    run_id = new_run_id()
+    other = conn.defineXML(_decoy_xml(domain_name(run_id), hostdev=None))
+    xml = other.XMLDesc(0)
+    try:
+        with pytest.raises(VmRefused, match="already exists; nothing was overwritten"):
+            TestVm(_spec(template, run_id=run_id), target=VFIO_HOST).create()
+        assert other.XMLDesc(0) == xml
+    finally:
+        other.undefine()
+
+
+def test_existing_overlay_name_is_not_ours(conn: Any, template: str) -> None:
+    run_id = new_run_id()
+    pool = conn.storagePoolLookupByName("default-pool")
+    theirs = pool.createXML(f"<volume><name>{volume_name(run_id)}</name><capacity>1</capacity>"
+                            "</volume>", 0)
+    try:
+        with pytest.raises(StorageError, match="already exists"):
+            TestVm(_spec(template, run_id=run_id), target=VFIO_HOST).create()
+        assert volume_name(run_id) in _volumes(conn)
+    finally:
+        theirs.delete(0)
+
+
+def test_failed_create_undoes_the_overlay(conn: Any, template: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    before_doms, before_vols = _names(conn), _volumes(conn)
+    monkeypatch.setattr("dbc_accept.vm.lifecycle.build_domain_xml",
+                        lambda *a: "<domain type='test'><name>x</name></domain>")
+    with pytest.raises(libvirt.libvirtError):
+        TestVm(_spec(template), target=VFIO_HOST).create()
+    assert _names(conn) == before_doms and _volumes(conn) == before_vols
+
+
+def test_refusals_for_template_and_network(conn: Any, template: str) -> None:
+    with pytest.raises(StorageError, match=r"template .*none.qcow2 not found"):
+        TestVm(_spec(f"{POOL}/none.qcow2"), target=VFIO_HOST).create()
+    with pytest.raises(VmRefused, match="network 'nonet' does not exist"):
+        TestVm(_spec(template, network="nonet"), target=VFIO_HOST).create()
+
+
+def test_agent_absent_means_false(conn: Any, template: str) -> None:
+    vm = TestVm(_spec(template), target=VFIO_HOST)
+    vm.create()
+    try:
+        assert vm.agent_exec(["true"]) is None
+        assert vm.agent_set_key("dbc", "ssh-ed25519 AAAA test") is False
+        with pytest.raises(ValueError):
+            vm.agent_set_key("dbc; rm", "ssh-ed25519 AAAA")
+        assert "not logged" in vm.console_tail()
+    finally:
+        assert vm.teardown() == []
+
+
+def test_boot_timeout_message_has_the_console(conn: Any, template: str, tmp_path: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "console.log"
+    log.write_text("SeaBIOS\r\nBooting from Hard Disk...\nNo bootable device.\x1b[0m\n")
+    from dbc_accept.target import LocalTarget
+
+    vm = TestVm(_spec(template, gpus=(), console_log=str(log)), target=LocalTarget())
+    vm.create()
+    try:
+        monkeypatch.setattr(vm, "_address", lambda _dom: None)
+        with pytest.raises(VmError, match=r"no address .* within 0.2 s") as info:
+            vm.wait_address(timeout=0.2, poll=0.05)
+        assert "No bootable device." in str(info.value) and "\x1b" not in str(info.value)
+        conn.lookupByName(vm.name).destroy()
+        with pytest.raises(VmError, match="stopped while booting"):
+            vm.wait_address(timeout=5)
+    finally:
+        assert vm.teardown() == []
+
+
+# --- the reaper --------------------------------------------------------------------------
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def test_reaper_removes_only_tagged_leftovers(conn: Any, template: str) -> None:
+    left = TestVm(_spec(template, run_id=new_run_id(pid=_dead_pid())), target=VFIO_HOST)
+    left.create()  # a run that died without teardown
+    live = TestVm(_spec(template, gpus=()), target=VFIO_HOST)
+    live.create()  # a run of this very process: still going
+    untagged = conn.defineXML(_decoy_xml(f"dbc-accept-{secrets.token_hex(3)}", hostdev=None))
+    wrong_name = conn.defineXML(_decoy_xml(f"dbcvmtest-{secrets.token_hex(3)}", hostdev=None,
+                                           tag="someone"))
+    domain_test = conn.defineXML(_decoy_xml("domain_test", hostdev=None))
+    keep = {d.name(): d.XMLDesc(0) for d in (untagged, wrong_name, domain_test)}
+    try:
+        removed = reaper.sweep(URI)
+        assert any(left.name in r for r in removed)
+        assert any(volume_name(left.run_id) in r for r in removed)
+        assert not any(live.name in r for r in removed)
+        names = _names(conn)
+        assert left.name not in names and live.name in names
+        for name, xml in keep.items():
+            assert conn.lookupByName(name).XMLDesc(0) == xml
+        assert volume_name(live.run_id) in _volumes(conn)
+        assert reaper.sweep(URI) == []  # nothing more to do
+        assert any(live.name in r for r in reaper.sweep(URI, force=True))
+        assert live.teardown() == []  # the domain went already: teardown still succeeds
+    finally:
+        for dom in (untagged, wrong_name, domain_test):
+            dom.undefine()
+        live.teardown()
+        left.teardown()
+
+
+def test_run_liveness() -> None:
+    assert reaper.run_is_live(new_run_id())
+    assert not reaper.run_is_live(new_run_id(pid=_dead_pid()))
+    assert not reaper.run_is_live("custom-id")
+    # this process, but the run was made before it started: a reused pid
+    assert not reaper.run_is_live(new_run_id(now=0.0))
