@@ -9,9 +9,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dbc_accept.facts import cpu, iomem, kernel, pci, sysctl, system
+from dbc_accept.facts import (
+    cpu,
+    dbcnode,
+    images,
+    iomem,
+    kernel,
+    libvirtconn,
+    libvirtd,
+    listeners,
+    pci,
+    storage,
+    sysctl,
+    system,
+    virt,
+)
 
-MODULES = [system, cpu, kernel, pci, iomem, sysctl]
+MODULES = [
+    system, cpu, kernel, pci, iomem, sysctl,
+    storage, libvirtd, libvirtconn, listeners, virt, dbcnode, images,
+]
 
 
 def all_gatherers() -> list[Callable[..., Any]]:
