@@ -195,6 +195,23 @@ REMEDIES: dict[str, Remedy] = {
         "remove the stale test disk once no VM uses it, e.g. `sudo rm "
         "/data/ubuntu_domain_test.qcow2 /data/data_1_domain_test.qcow2` (check_env's), or run "
         "`dbc-accept cleanup` (this tool's)", "(九)"),
+    # --- area: bench ---
+    "bench.throughput": Remedy(
+        "the GPU is slower than its model should be: check `nvidia-smi -q -d PERFORMANCE,POWER,"
+        "TEMPERATURE,CLOCK` for throttling (power cap, heat, HW slowdown), that the card runs "
+        "at its full PCIe width and generation, and that no other process uses it"),
+    "bench.spread": Remedy(
+        "step times vary: look for other work on the GPU or CPU (`nvidia-smi`, `top`), "
+        "thermal or power throttling, or a CPU too weak to feed the GPU"),
+    "bench.run": Remedy(
+        "the model could not run: read the error; out-of-memory at batch 1, a driver or "
+        "CUDA error (`dmesg | grep -i xid`) point at the GPU or its driver"),
+    "bench.missing": Remedy(
+        "the benchmark probe stopped before this model: read its last error lines above "
+        "(a crash, the time limit, or a GPU fault: `dmesg | grep -i xid`)"),
+    "bench.software": Remedy(
+        "install PyTorch and torchvision in the guest image (`pip3 install torch torchvision`, "
+        "matching the image's CUDA); the in-VM suite needs them"),
     # --- area: vm ---
     "vm.gpu_busy": Remedy(
         "the GPU belongs to another VM (perhaps a renter's): choose other GPUs with --gpus, or "

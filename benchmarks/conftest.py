@@ -1,0 +1,50 @@
+"""The CNN benchmark's parametrization (one test per run of the profile) and its probe run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dbc_accept.bench import reference
+from dbc_accept.bench.profiles import RunSpec, profile
+from dbc_accept.bench.session import CnnBench
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bench_run" in metafunc.fixturenames:
+        runs = profile(metafunc.config.getoption("dbc_bench_profile")).runs
+        metafunc.parametrize("bench_run", runs, ids=[r.id for r in runs])
+
+
+def _writer(config: pytest.Config) -> Callable[[str], None]:
+    """Write a progress line to the terminal, past pytest's output capture."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def write(text: str) -> None:
+        if tr is None:
+            return
+        if capman is None:
+            tr.write_line(text)
+            return
+        with capman.global_and_fixture_disabled():
+            tr.write_line(text)
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def cnn_bench(request: pytest.FixtureRequest, guest: Any) -> CnnBench:
+    """Every selected run of the profile, measured in one probe process."""
+    config = request.config
+    ratio = config.getoption("dbc_bench_min_ratio")
+    if not 0 < ratio <= 2:
+        raise pytest.UsageError(f"--bench-min-ratio {ratio}: give a share such as 0.85")
+    ids = {item.callspec.params["bench_run"].id for item in request.session.items
+           if hasattr(item, "callspec") and isinstance(
+               item.callspec.params.get("bench_run"), RunSpec)}
+    bench = CnnBench(str(getattr(guest, "name", "guest")), reference.load(), ratio)
+    bench.start(guest, profile(config.getoption("dbc_bench_profile")), ids, _writer(config))
+    return bench

@@ -1,0 +1,90 @@
+"""A probe result as a table row: figures, reference, verdict; CSV and progress lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from dbc_accept.bench.reference import Comparison, ReferenceTable, Setting, compare
+from dbc_accept.bench.stats import Summary, summarize
+
+FIELDS = (
+    "id", "gpu", "gpus", "model", "mode", "precision", "dtype", "parallel", "batch", "world",
+    "images_per_s", "images_per_s_per_gpu", "median_step_ms", "cv", "steps",
+    "reference_images_per_s", "reference_source", "ratio", "verdict",
+    "setup_s", "warmup_s", "warmup_steps", "first_step_s", "measure_s",
+)
+
+
+def setting_of(line: dict[str, Any], env: dict[str, Any]) -> Setting:
+    """The reference key of a result line."""
+    spec = line["spec"]
+    gpus = env.get("gpus") or [{"name": "cpu"}]
+    return Setting(gpu=str(gpus[0]["name"]), model=spec["model"], mode=spec["mode"],
+                   precision=spec["precision"], parallel=spec["parallel"],
+                   batch=int(line.get("batch", spec["batch"])),
+                   world=int(spec.get("world", 1)), legacy=bool(spec.get("legacy")))
+
+
+def judge(line: dict[str, Any], env: dict[str, Any], table: ReferenceTable,
+          min_ratio: float) -> tuple[Summary, Comparison]:
+    """Statistics of a successful result line and its comparison with the reference."""
+    s = setting_of(line, env)
+    summary = summarize(line["times_s"], s.batch * s.world)
+    return summary, compare(table, s, summary.images_per_s, min_ratio)
+
+
+def row(line: dict[str, Any], env: dict[str, Any], summary: Summary,
+        cmp: Comparison) -> dict[str, Any]:
+    """One row of the benchmark table (the report's CSV, JSON and plot)."""
+    s = cmp.setting
+    ref = cmp.reference
+    verdict = "no reference" if cmp.ok is None else ("pass" if cmp.ok else "fail")
+    return {
+        "id": line["id"], "gpu": s.gpu, "gpus": len(env.get("gpus") or []), "model": s.model,
+        "mode": s.mode, "precision": s.precision, "dtype": line.get("dtype", ""),
+        "parallel": s.parallel, "batch": s.batch, "world": s.world,
+        "images_per_s": round(summary.images_per_s, 1),
+        "images_per_s_per_gpu": round(summary.images_per_s / max(1, s.world), 1),
+        "median_step_ms": round(summary.median_s * 1000, 3), "cv": round(summary.cv, 5),
+        "steps": summary.steps,
+        "reference_images_per_s": ref.images_per_s if ref else None,
+        "reference_source": ref.source if ref else "",
+        "ratio": round(cmp.ratio, 4) if cmp.ratio is not None else None,
+        "verdict": verdict,
+        "setup_s": _r(line.get("setup_s")), "warmup_s": _r(line.get("warmup_s")),
+        "warmup_steps": line.get("warmup_steps"), "first_step_s": _r(line.get("first_step_s")),
+        "measure_s": _r(line.get("measure_s")),
+    }
+
+
+def _r(value: Any) -> float | None:
+    return round(float(value), 3) if isinstance(value, int | float) else None
+
+
+def progress_line(r: dict[str, Any]) -> str:
+    """What the terminal shows when a model's figures arrive."""
+    ref = ""
+    if r["ratio"] is not None:
+        ref = f"  {r['ratio']:.2f} x ref {r['reference_images_per_s']:,.0f} [{r['verdict']}]"
+    return (f"{r['id']:<40} {r['images_per_s']:>10,.0f} img/s  cv {100 * r['cv']:4.1f}%"
+            f"  b{r['batch']}x{r['world']} {r['dtype']}{ref}"
+            f"  (set-up {r['setup_s']:.1f} s, warm-up {r['warmup_s']:.1f} s,"
+            f" measured {r['measure_s']:.1f} s)")
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """The benchmark table as CSV text (columns FIELDS)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r)
+    return buf.getvalue()
+
+
+def time_split(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds spent setting up, warming up and measuring over all rows."""
+    keys = ("setup_s", "warmup_s", "measure_s")
+    return {k: round(sum(float(r.get(k) or 0.0) for r in rows), 2) for k in keys}

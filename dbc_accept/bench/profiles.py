@@ -1,0 +1,123 @@
+"""Benchmark profiles: which models run, in which modes, with what batch and budget."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+# Every model DBC's in-VM benchmark runs (torchvision 0.10 names).
+DBC_MODELS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2",
+    "densenet121", "densenet161", "densenet169", "densenet201",
+    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+)
+MODERN_MODELS = (
+    "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_8gf",
+    "convnext_tiny", "inception_v3", "googlenet", "shufflenet_v2_x1_0", "squeezenet1_1",
+    "mnasnet1_0",
+)
+FULL_EXTRA = (
+    "alexnet", "mobilenet_v3_small", "efficientnet_b4", "regnet_x_8gf", "convnext_small",
+    "resnext101_64x4d",
+)
+QUICK_MODELS = ("resnet18", "resnet50", "vgg16", "efficientnet_b0", "convnext_tiny")
+# DDP runs of the default profile: models whose gradients are small next to their compute,
+# so a healthy interconnect keeps each GPU near its single-GPU speed.
+DDP_MODELS = ("resnet50", "resnet152", "convnext_tiny", "efficientnet_b0")
+IMAGE_SIZE = {"inception_v3": 299}
+MODES = ("train", "infer")
+PARALLEL_ID = {"single": "1gpu", "ddp": "ddp", "dp": "dp"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One measurement: a model in one mode, precision and parallel setting."""
+
+    model: str
+    mode: str  # train | infer
+    precision: str  # fp32 | mixed (bf16 where the GPU has it, else fp16)
+    parallel: str  # single | ddp (one process per GPU) | dp (nn.DataParallel, legacy)
+    batch: int  # per GPU
+    image: int = 224
+    channels_last: bool = True
+    legacy: bool = False  # DBC's method: host input each step, no optimizer step
+    warmup_min: int = 2
+    warmup_max: int = 15
+    steps_min: int = 10
+    steps_max: int = 100
+    measure_s: float = 1.2
+
+    @property
+    def id(self) -> str:
+        tail = "-legacy" if self.legacy else ""
+        return f"{self.model}-{self.mode}-{self.precision}-{PARALLEL_ID[self.parallel]}{tail}"
+
+    def as_probe(self) -> dict[str, Any]:
+        """The spec as the probe reads it."""
+        return {"id": self.id, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named plan of runs and the cuDNN autotuning it allows."""
+
+    name: str
+    runs: tuple[RunSpec, ...]
+    cudnn_benchmark: bool = True
+    # cuDNN times at most this many candidate kernels per convolution (None: torch default);
+    # autotuning, not measuring, is where most of a short run's time goes.
+    cudnn_benchmark_limit: int | None = 3
+
+    def plan(self, ids: set[str] | None = None, device: str = "cuda") -> dict[str, Any]:
+        """The probe's input, restricted to ``ids`` when given (tests deselected by -k)."""
+        runs = [r.as_probe() for r in self.runs if ids is None or r.id in ids]
+        return {"profile": self.name, "device": device, "runs": runs,
+                "cudnn_benchmark": self.cudnn_benchmark,
+                "cudnn_benchmark_limit": self.cudnn_benchmark_limit}
+
+
+def _runs(models: tuple[str, ...], precisions: tuple[str, ...], parallel: str,
+          **budget: Any) -> list[RunSpec]:
+    runs = []
+    for model in models:
+        for mode in MODES:
+            for precision in precisions:
+                batch = 128 if mode == "train" else 256
+                runs.append(RunSpec(model, mode, precision, parallel, batch,
+                                    image=IMAGE_SIZE.get(model, 224), **budget))
+    return runs
+
+
+def _legacy() -> list[RunSpec]:
+    """DBC's settings: fp32, batch 6 per GPU, nn.DataParallel, 5 warm-up + 50 steps."""
+    return [RunSpec(m, mode, "fp32", "dp", 6, channels_last=False, legacy=True,
+                    warmup_min=5, warmup_max=5, steps_min=50, steps_max=50, measure_s=0.0)
+            for m in DBC_MODELS for mode in MODES]
+
+
+def profile(name: str) -> Profile:
+    """The profile called ``name`` (one of PROFILES)."""
+    default_models = DBC_MODELS + MODERN_MODELS
+    if name == "quick":
+        return Profile(name, tuple(_runs(QUICK_MODELS, ("mixed",), "single", measure_s=1.0)))
+    if name == "default":
+        return Profile(name, tuple(_runs(default_models, ("mixed",), "single")
+                                   + _runs(DDP_MODELS, ("mixed",), "ddp")))
+    if name == "full":
+        budget = {"measure_s": 3.0, "steps_max": 300, "warmup_max": 30}
+        models = default_models + FULL_EXTRA
+        return Profile(name, tuple(_runs(models, ("mixed", "fp32"), "single", **budget)
+                                   + _runs(models, ("mixed",), "ddp", **budget)),
+                       cudnn_benchmark_limit=None)
+    if name == "dbc-legacy":
+        return Profile(name, tuple(_legacy()), cudnn_benchmark_limit=None)
+    raise ValueError(f"unknown benchmark profile {name!r}; choose one of {', '.join(PROFILES)}")
+
+
+PROFILES = ("quick", "default", "full", "dbc-legacy")
+
+
+def with_budget(spec: RunSpec, **changes: Any) -> RunSpec:
+    """A copy of ``spec`` with other budget figures (used by the self-tests)."""
+    return replace(spec, **changes)

@@ -1,0 +1,136 @@
+"""Reference throughput per GPU model, each figure with its source; compared by code."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DATA_FILE = "bench_reference.json"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a measurement was: the keys a reference figure must match."""
+
+    gpu: str
+    model: str
+    mode: str
+    precision: str
+    parallel: str
+    batch: int
+    world: int = 1
+    legacy: bool = False
+
+    def describe(self) -> str:
+        tail = "-legacy" if self.legacy else ""
+        where = f" on {self.world} GPUs" if self.world > 1 else ""
+        return (f"{self.gpu}/{self.model}/{self.mode}-{self.precision}-{self.parallel}{tail}"
+                f"-b{self.batch}{where}")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One figure: images/s per GPU for a setting, and where it comes from."""
+
+    images_per_s: float
+    source: str
+    kind: str  # published | measured
+    batch: int | None
+    note: str = ""
+    per_gpu_of_single: bool = False  # a DDP run judged against a single-GPU figure
+
+    def describe(self) -> str:
+        batch = f"batch {self.batch}" if self.batch else "any batch"
+        how = ", per GPU against the single-GPU figure" if self.per_gpu_of_single else ""
+        note = f"; {self.note}" if self.note else ""
+        return f"{self.images_per_s:,.0f} images/s ({batch}{how}; {self.kind}: {self.source}{note})"
+
+
+def normalize_gpu(name: str) -> str:
+    """'NVIDIA A100-SXM4-80GB' -> 'a100 sxm4 80gb'; vendor and brand words dropped."""
+    words = re.split(r"[\s_\-]+", name.lower())
+    return " ".join(w for w in words if w and w not in ("nvidia", "geforce", "tesla"))
+
+
+class ReferenceTable:
+    """The figures of the data file, looked up by setting."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        if doc.get("format") != 1:
+            raise ValueError(f"reference data has format {doc.get('format')!r}, expected 1")
+        self.sources: dict[str, dict[str, str]] = doc["sources"]
+        self.aliases = {alias: gpu for gpu, spec in doc["gpus"].items() for alias in spec["match"]}
+        self.figures: list[dict[str, Any]] = doc["figures"]
+        for fig in self.figures:
+            if fig["source"] not in self.sources:
+                raise ValueError(f"reference figure {fig} names an unknown source")
+
+    def gpu_key(self, name: str) -> str | None:
+        """The data file's name for a GPU as the driver names it, or None if unknown."""
+        return self.aliases.get(normalize_gpu(name))
+
+    def lookup(self, s: Setting) -> Reference | None:
+        """The best figure for ``s``: same batch before any-batch; DDP falls back to single."""
+        gpu = self.gpu_key(s.gpu)
+        if gpu is None:
+            return None
+        for parallel in (s.parallel, "single") if s.parallel == "ddp" else (s.parallel,):
+            found = [f for f in self.figures if self._matches(f, gpu, s, parallel)]
+            found.sort(key=lambda f: f["batch"] is None)  # the same batch first
+            if found:
+                return self._reference(found[0], per_gpu=parallel != s.parallel)
+        return None
+
+    @staticmethod
+    def _matches(f: dict[str, Any], gpu: str, s: Setting, parallel: str) -> bool:
+        return (f["gpu"] == gpu and f["model"] == s.model and f["mode"] == s.mode
+                and f["precision"] == s.precision and f["parallel"] == parallel
+                and bool(f.get("legacy", False)) == s.legacy
+                and f["batch"] in (None, s.batch) and f.get("gpus", s.world) == s.world)
+
+    def _reference(self, f: dict[str, Any], per_gpu: bool) -> Reference:
+        src = self.sources[f["source"]]
+        return Reference(images_per_s=float(f["images_per_s"]), source=src["text"],
+                         kind=src["kind"], batch=f["batch"], note=f.get("note", ""),
+                         per_gpu_of_single=per_gpu)
+
+
+def load(text: str | None = None) -> ReferenceTable:
+    """The packaged table (or one parsed from ``text``)."""
+    if text is None:
+        text = (Path(__file__).parent.parent / "data" / DATA_FILE).read_text(encoding="utf-8")
+    return ReferenceTable(json.loads(text))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A measured figure against its reference (``reference`` None: no verdict)."""
+
+    setting: Setting
+    measured: float  # images/s per GPU for DDP judged per GPU, else of the whole run
+    reference: Reference | None
+    min_ratio: float
+
+    @property
+    def ratio(self) -> float | None:
+        if self.reference is None:
+            return None
+        return self.measured / self.reference.images_per_s
+
+    @property
+    def ok(self) -> bool | None:
+        ratio = self.ratio
+        return None if ratio is None else ratio >= self.min_ratio
+
+
+def compare(table: ReferenceTable, s: Setting, images_per_s: float,
+            min_ratio: float) -> Comparison:
+    """Judge a run's images/s (all GPUs) against the reference for its setting."""
+    ref = table.lookup(s)
+    measured = images_per_s
+    if ref is not None and (ref.per_gpu_of_single or s.parallel == "ddp"):
+        measured = images_per_s / max(1, s.world)
+    return Comparison(s, measured, ref, min_ratio)

@@ -1,0 +1,123 @@
+"""One probe run per session for the CNN tests: plan, progress lines, per-test verdicts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from dbc_accept.bench import output
+from dbc_accept.bench.profiles import Profile, RunSpec
+from dbc_accept.bench.reference import Comparison, ReferenceTable
+from dbc_accept.bench.runner import Line, ProbeRun, run_probe
+from dbc_accept.bench.stats import Summary
+from dbc_accept.verdict import fail
+
+SECONDS_PER_RUN = 90.0  # the probe's time limit: generous, a hang is all it must catch
+MAX_CV = 0.05  # step-time spread above which a run is warned about
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A successful run, its statistics and its comparison with the reference."""
+
+    line: Line
+    summary: Summary
+    comparison: Comparison
+    row: dict[str, Any]
+
+
+@dataclass
+class CnnBench:
+    """The session's probe run and how to judge each of its runs."""
+
+    guest_name: str
+    table: ReferenceTable
+    min_ratio: float
+    probe: ProbeRun = field(default_factory=ProbeRun)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def start(self, guest: Any, profile: Profile, ids: set[str],
+              write: Callable[[str], None]) -> None:
+        """Run the selected runs of ``profile`` in ``guest``, writing one line per run."""
+        plan = profile.plan(ids)
+        write(f"cnn benchmark: profile {profile.name}, {len(plan['runs'])} runs "
+              f"in one probe on {self.guest_name}")
+
+        self.probe = ProbeRun()
+
+        def on_line(line: Line) -> None:
+            self.probe.add(line)  # the env line first: the rows need the GPU's name
+            text = self._progress(line)
+            if text:
+                write(text)
+
+        timeout = 120.0 + SECONDS_PER_RUN * len(plan["runs"])
+        self.probe = run_probe(guest, plan, on_line, timeout)
+        split = output.time_split(list(self.rows.values()))
+        write(f"cnn benchmark: {self.probe.wall_s:.0f} s in all; set-up {split['setup_s']:.0f} s,"
+              f" warm-up {split['warmup_s']:.0f} s, measured {split['measure_s']:.0f} s")
+        why = self.probe.ended_early()
+        if why:
+            write(f"cnn benchmark: {why}")
+
+    def _progress(self, line: Line) -> str | None:
+        if line.get("kind") == "env":
+            return describe_env(line)
+        if line.get("kind") != "result":
+            return None
+        if line.get("status") != "ok":
+            return f"{line['id']:<40} {line.get('status')}: {line.get('reason', '')}"
+        try:
+            judged = self._judge(line)
+        except (ValueError, KeyError) as exc:
+            return f"{line['id']:<40} unreadable result: {exc}"
+        return output.progress_line(judged.row)
+
+    def _judge(self, line: Line) -> Judged:
+        summary, cmp = output.judge(line, self.probe.env, self.table, self.min_ratio)
+        row = output.row(line, self.probe.env, summary, cmp)
+        self.rows[line["id"]] = row
+        return Judged(line, summary, cmp, row)
+
+    def judged(self, spec: RunSpec) -> Judged:
+        """The verdict material of ``spec``: skips or fails when there is none."""
+        __tracebackhide__ = True
+        env = self.probe.env
+        if env.get("error"):
+            fail("bench.software", observed=env["error"], expected="torch in the guest")
+        if env and not env.get("cuda_available"):
+            pytest.skip(f"no CUDA GPU in the guest {self.guest_name} "
+                        "(torch.cuda.is_available() is False)")
+        if env and env.get("torchvision") is None:
+            fail("bench.software", observed=env.get("torchvision_error", "no torchvision"),
+                 expected="torchvision in the guest")
+        line = self.probe.results.get(spec.id)
+        if line is None:
+            why = self.probe.ended_early() or "the probe reported nothing for it"
+            fail("bench.missing", observed=f"no result for {spec.id}: {why}",
+                 expected="one result line per run")
+        if line.get("status") == "skipped":
+            pytest.skip(f"{spec.id}: {line.get('reason', 'skipped by the probe')}")
+        if line.get("status") != "ok":
+            fail("bench.run", observed=f"{spec.id}: {line.get('reason', 'no reason given')}",
+                 expected=f"{spec.model} runs ({spec.mode}, {spec.precision}, batch {spec.batch})")
+        try:
+            return self._judge(line)
+        except (ValueError, KeyError) as exc:
+            fail("bench.run", observed=f"could not parse the result of {spec.id}: {exc}",
+                 expected="a result line with every step's time")
+
+
+def describe_env(env: Line) -> str:
+    """One line about the guest's GPUs and software."""
+    if env.get("error"):
+        return f"guest: {env['error']}"
+    gpus = env.get("gpus") or []
+    names = sorted({g["name"] for g in gpus})
+    what = f"{len(gpus)} x {', '.join(names)}" if gpus else "no CUDA GPU"
+    return (f"guest: {what}; python {env.get('python')}, torch {env.get('torch')}, "
+            f"torchvision {env.get('torchvision')}, CUDA {env.get('cuda')}, "
+            f"mixed precision {env.get('mixed_dtype')}")

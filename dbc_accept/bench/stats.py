@@ -1,0 +1,33 @@
+"""Statistics of step times: median throughput and its spread."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Throughput of one run from every timed step."""
+
+    steps: int
+    median_s: float
+    mean_s: float
+    min_s: float
+    max_s: float
+    cv: float  # coefficient of variation of the step times (population stdev / mean)
+    images_per_s: float  # images per step (all GPUs) / median step time
+
+
+def summarize(times_s: list[float], images_per_step: int) -> Summary:
+    """Median images/s and the spread of ``times_s``; ValueError when there is nothing."""
+    times = [float(t) for t in times_s]
+    if not times:
+        raise ValueError("no timed steps")
+    if any(t <= 0 for t in times):
+        raise ValueError(f"a step time is not positive: {min(times)}")
+    median = statistics.median(times)
+    mean = statistics.fmean(times)
+    cv = statistics.pstdev(times) / mean if len(times) > 1 else 0.0
+    return Summary(steps=len(times), median_s=median, mean_s=mean, min_s=min(times),
+                   max_s=max(times), cv=cv, images_per_s=images_per_step / median)

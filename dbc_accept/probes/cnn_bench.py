@@ -1,0 +1,391 @@
+"""CNN throughput probe: runs a plan of torchvision models, one JSON line per run.
+
+Runs inside the guest on Python >= 3.8 and torch >= 1.9 (torchvision imported lazily).
+Usage: ``python3 cnn_bench.py PLAN.json``. The plan is ``{"runs": [spec, ...],
+"cudnn_benchmark": true, "device": "cuda"}``; each spec names the model, mode (train or
+infer), precision (fp32 or mixed), parallel (single, ddp or dp), batch per GPU, image size,
+warm-up and measurement budget. Every output line starts with ``DBCBENCH `` followed by a
+JSON object: one ``env`` line, one ``result`` line per run (every step's time kept), one
+``done`` line. The host computes the statistics; this script only measures.
+"""
+
+import gc
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+
+PREFIX = "DBCBENCH "
+NUM_CLASSES = 1000
+# googlenet and inception_v3 would otherwise initialise their weights with scipy (torchvision
+# <= 0.11) or warn; the weights do not change the speed.
+NO_INIT = ("googlenet", "inception_v3")
+
+
+class Unavailable(Exception):
+    """The guest's software lacks what a run needs (not the GPU's fault)."""
+
+
+def emit(obj):
+    sys.stdout.write(PREFIX + json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _version(module):
+    return str(getattr(module, "__version__", "unknown"))
+
+
+def environment(torch, device):
+    """What the guest has: versions, GPUs, which fast paths exist."""
+    env = {"kind": "env", "python": sys.version.split()[0], "torch": _version(torch),
+           "device": device, "cuda_available": bool(torch.cuda.is_available()), "gpus": []}
+    try:
+        import torchvision
+        env["torchvision"] = _version(torchvision)
+    except ImportError as exc:
+        env["torchvision"] = None
+        env["torchvision_error"] = "torchvision is not installed in the guest: %s" % exc
+    env["channels_last"] = hasattr(torch, "channels_last")
+    env["autocast_dtype_arg"] = hasattr(torch, "autocast")
+    if device == "cuda" and env["cuda_available"]:
+        env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            env["gpus"].append({"index": i, "name": props.name,
+                                "memory_bytes": int(props.total_memory),
+                                "capability": "%d.%d" % (props.major, props.minor)})
+        bf16 = getattr(torch.cuda, "is_bf16_supported", None)
+        env["bf16"] = bool(bf16 and env["autocast_dtype_arg"] and bf16())
+    else:
+        env["bf16"] = bool(env["autocast_dtype_arg"] and hasattr(torch, "bfloat16"))
+    env["mixed_dtype"] = "bfloat16" if env["bf16"] else "float16"
+    env["cudnn_tf32"] = bool(getattr(torch.backends.cudnn, "allow_tf32", False))
+    matmul = getattr(torch.backends.cuda, "matmul", None)
+    env["matmul_tf32"] = bool(getattr(matmul, "allow_tf32", False))
+    return env
+
+
+def build_torchvision(name):
+    """A torchvision model with random weights (never downloads)."""
+    try:
+        import torchvision
+        import torchvision.models as tvm
+    except ImportError as exc:
+        raise Unavailable("torchvision is not installed in the guest: %s" % exc) from None
+    fn = getattr(tvm, name, None)
+    if fn is None:
+        raise Unavailable("torchvision %s has no model %s" % (_version(torchvision), name))
+    kwargs = {"init_weights": False} if name in NO_INIT else {}
+    try:
+        return fn(weights=None, **kwargs)
+    except TypeError:  # torchvision < 0.13 knows only `pretrained`
+        return fn(pretrained=False, **kwargs)
+
+
+class Autocast:
+    """Mixed-precision context for the device, or nothing for fp32."""
+
+    def __init__(self, torch, device, dtype):
+        self.ctx = None
+        if dtype is None:
+            return
+        if hasattr(torch, "autocast"):
+            self.ctx = torch.autocast(device_type=device, dtype=dtype)
+        elif device == "cuda":  # torch 1.9: fp16 only
+            self.ctx = torch.cuda.amp.autocast()
+
+    def __enter__(self):
+        return self.ctx.__enter__() if self.ctx is not None else None
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc) if self.ctx is not None else False
+
+
+class Clock:
+    """Step times: CUDA events (no stall between steps) or perf_counter on the CPU."""
+
+    def __init__(self, torch, device):
+        self.torch = torch
+        self.cuda = device == "cuda"
+        self.marks = []
+
+    def sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def mark(self):
+        if self.cuda:
+            event = self.torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def step_times(self):
+        """Seconds between consecutive marks (synchronizes first)."""
+        self.sync()
+        m = self.marks
+        if self.cuda:
+            return [m[i].elapsed_time(m[i + 1]) / 1000.0 for i in range(len(m) - 1)]
+        return [m[i + 1] - m[i] for i in range(len(m) - 1)]
+
+
+def mixed_dtype(torch, env, precision):
+    if precision != "mixed":
+        return None
+    return torch.bfloat16 if env.get("bf16") else torch.float16
+
+
+class Step:
+    """One training or inference step of a model on synthetic data."""
+
+    def __init__(self, torch, model, spec, env, device, batch):
+        self.torch = torch
+        self.train = spec["mode"] == "train"
+        self.legacy = bool(spec.get("legacy"))
+        self.dtype = mixed_dtype(torch, env, spec["precision"])
+        self.device = device
+        fmt = torch.channels_last if spec.get("channels_last") and env["channels_last"] else None
+        model = model.to(device, memory_format=fmt) if fmt is not None else model.to(device)
+        self.model = model.train() if self.train else model.eval()
+        where = "cpu" if self.legacy else device
+        size = int(spec.get("image", 224))
+        self.x = torch.randn(batch, 3, size, size, device=where)
+        if fmt is not None:
+            self.x = self.x.contiguous(memory_format=fmt)
+        self.y = torch.randint(0, NUM_CLASSES, (batch,), device=device)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.opt = None
+        self.scaler = None
+        if self.train and not self.legacy:  # DBC's benchmark never steps an optimizer
+            self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            if self.dtype is torch.float16 and device == "cuda":
+                self.scaler = torch.cuda.amp.GradScaler()
+        self.autocast = Autocast(torch, device.split(":")[0], self.dtype)
+        no_grad = getattr(torch, "inference_mode", None) or torch.no_grad
+        self.no_grad = no_grad
+
+    def _forward(self, x):
+        out = self.model(x)
+        return out[0] if isinstance(out, tuple) else out  # inception/googlenet aux outputs
+
+    def __call__(self):
+        x = self.x.to(self.device, non_blocking=False) if self.legacy else self.x
+        if not self.train:
+            with self.no_grad(), self.autocast:
+                self._forward(x)
+            return
+        with self.autocast:
+            loss = self.loss_fn(self._forward(x).float(), self.y)
+        if self.opt is not None:
+            self.opt.zero_grad(set_to_none=True)
+        elif self.legacy:
+            self.model.zero_grad()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            return
+        loss.backward()
+        if self.opt is not None:
+            self.opt.step()
+
+
+def warm_up(step, clock, spec):
+    """Run until step times settle; return (first step s, steps, total s, step times)."""
+    start = time.perf_counter()
+    step()
+    clock.sync()
+    first = time.perf_counter() - start
+    lo, hi = int(spec.get("warmup_min", 2)), int(spec.get("warmup_max", 20))
+    times = []
+    for i in range(hi):
+        t0 = time.perf_counter()
+        step()
+        clock.sync()
+        times.append(time.perf_counter() - t0)
+        if i + 1 >= lo and len(times) >= 3 and _settled(times[-3:]):
+            break
+    return first, len(times) + 1, time.perf_counter() - start, times
+
+
+def _settled(last):
+    return max(last) <= 1.05 * min(last)
+
+
+def measure(step, clock, spec, warm_times):
+    """Timed steps: enough to fill ``measure_s`` within [steps_min, steps_max]."""
+    lo, hi = int(spec.get("steps_min", 10)), int(spec.get("steps_max", 200))
+    per_step = sorted(warm_times)[len(warm_times) // 2] if warm_times else 0.0
+    budget = float(spec.get("measure_s", 0))
+    want = int(budget / per_step) + 1 if per_step > 0 and budget > 0 else hi
+    steps = max(lo, min(hi, want))
+    clock.marks = []
+    start = time.perf_counter()
+    clock.mark()
+    for _ in range(steps):
+        step()
+        clock.mark()
+    times = clock.step_times()
+    return times, time.perf_counter() - start
+
+
+def is_oom(exc):
+    return "out of memory" in str(exc).lower()
+
+
+def run_one(spec, env, device, build=build_torchvision, torch=None, wrap=None):
+    """Build, warm up and time one spec; return its result line (never raises)."""
+    if torch is None:
+        import torch
+    result = {"kind": "result", "id": spec["id"], "spec": spec, "status": "ok",
+              "batch_requested": int(spec["batch"])}
+    batch = int(spec["batch"])
+    while True:
+        try:
+            result.update(_timed(torch, spec, env, device, build, batch, wrap))
+            result["batch"] = batch
+            return result
+        except Unavailable as exc:
+            result.update(status="skipped", reason=str(exc))
+            return result
+        except RuntimeError as exc:
+            if is_oom(exc) and batch > 1:
+                batch //= 2  # a smaller card: report the batch that fits
+                continue
+            result.update(status="error", reason="%s: %s" % (type(exc).__name__, exc))
+            return result
+        except Exception as exc:  # any model or driver failure is this run's result
+            result.update(status="error", reason="%s: %s" % (type(exc).__name__, exc),
+                          traceback=traceback.format_exc(limit=3))
+            return result
+        finally:
+            _free(torch, device)
+
+
+def _free(torch, device):
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def _timed(torch, spec, env, device, build, batch, wrap):
+    t0 = time.perf_counter()
+    if device.startswith("cuda") and hasattr(torch.device(device), "__enter__"):
+        with torch.device(device):  # torch >= 2.0: initialise weights on the GPU, not the CPU
+            model = build(spec["model"])
+    else:
+        model = build(spec["model"])
+    if wrap is not None:
+        model = wrap(model.to(device))
+    step = Step(torch, model, spec, env, device, batch)
+    clock = Clock(torch, device.split(":")[0])
+    clock.sync()
+    setup = time.perf_counter() - t0
+    first, warm_steps, warm_s, warm_times = warm_up(step, clock, spec)
+    times, measure_s = measure(step, clock, spec, warm_times)
+    dtype = step.dtype
+    return {"times_s": times, "setup_s": setup, "first_step_s": first,
+            "warmup_s": warm_s, "warmup_steps": warm_steps, "measure_s": measure_s,
+            "dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32"}
+
+
+def run_single(torch, plan, env, device):
+    for spec in plan:
+        if spec.get("parallel") == "dp":
+            n = torch.cuda.device_count() if device == "cuda" else 1
+            # nn.DataParallel splits one batch of `batch` x GPUs, as DBC's benchmark does
+            whole = dict(spec, world=n, batch=int(spec["batch"]) * n)
+            wrap = torch.nn.DataParallel if n > 1 else None
+            result = run_one(whole, env, "cuda:0" if device == "cuda" else device, wrap=wrap)
+            result["spec"] = dict(spec, world=n)
+            result["batch_requested"] = int(spec["batch"])
+            if "batch" in result:
+                result["batch"] = max(1, result["batch"] // n)
+            emit(result)
+        else:
+            emit(run_one(dict(spec, world=1), env, "cuda:0" if device == "cuda" else device))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_worker(rank, world, port, plan, env):
+    """One process per GPU; rank 0 reports, every rank's median is gathered."""
+    import torch
+    import torch.distributed as dist
+    os.environ.setdefault("NCCL_DEBUG", "WARN")
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method="tcp://127.0.0.1:%d" % port,
+                            rank=rank, world_size=world)
+    device = "cuda:%d" % rank
+
+    def wrap(model):
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank])
+
+    for spec in plan:
+        spec = dict(spec, world=world)
+        dist.barrier()
+        result = run_one(spec, env, device, wrap=wrap if spec["mode"] == "train" else None)
+        times = result.get("times_s") or []
+        median = sorted(times)[len(times) // 2] if times else None
+        medians = [None] * world
+        dist.all_gather_object(medians, median)
+        if rank == 0:
+            result["rank_median_s"] = medians
+            emit(result)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def run_ddp(torch, plan, env):
+    n = torch.cuda.device_count()
+    if n < 2:
+        for spec in plan:
+            emit({"kind": "result", "id": spec["id"], "spec": spec, "status": "skipped",
+                  "reason": "the guest has %d GPU: DDP needs 2 or more" % n})
+        return
+    import torch.multiprocessing as mp
+    torch.cuda.empty_cache()
+    mp.spawn(ddp_worker, args=(n, _free_port(), plan, env), nprocs=n, join=True)
+
+
+def main(argv):
+    start = time.perf_counter()
+    if len(argv) != 2:
+        sys.stderr.write("usage: cnn_bench.py PLAN.json\n")
+        return 2
+    with open(argv[1]) as fh:
+        plan = json.load(fh)
+    try:
+        import torch
+    except ImportError as exc:
+        emit({"kind": "env", "error": "torch is not installed in the guest: %s" % exc})
+        return 0
+    device = plan.get("device", "cuda")
+    env = environment(torch, device)
+    emit(env)
+    if device == "cuda" and not env["cuda_available"]:
+        emit({"kind": "done", "total_s": time.perf_counter() - start})
+        return 0
+    torch.backends.cudnn.benchmark = bool(plan.get("cudnn_benchmark", True))
+    limit = plan.get("cudnn_benchmark_limit")
+    if limit is not None and hasattr(torch.backends.cudnn, "benchmark_limit"):
+        torch.backends.cudnn.benchmark_limit = int(limit)  # torch >= 1.13
+    runs = plan.get("runs", [])
+    run_single(torch, [s for s in runs if s.get("parallel") != "ddp"], env, device)
+    ddp = [s for s in runs if s.get("parallel") == "ddp"]
+    if ddp:
+        run_ddp(torch, ddp, env)
+    emit({"kind": "done", "total_s": time.perf_counter() - start})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

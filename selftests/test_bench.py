@@ -1,0 +1,312 @@
+"""The CNN benchmark harness on the CPU: timing, statistics, references, output formats."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from dbc_accept.bench import output, reference
+from dbc_accept.bench.profiles import DBC_MODELS, PROFILES, RunSpec, profile
+from dbc_accept.bench.reference import Setting, compare, normalize_gpu
+from dbc_accept.bench.runner import PROBE, ProbeRun, parse_line, run_probe
+from dbc_accept.bench.session import CnnBench
+from dbc_accept.bench.stats import summarize
+from dbc_accept.guest import LocalGuest
+from dbc_accept.verdict import CheckFailed
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def probe() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("cnn_bench_probe", PROBE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Tiny(nn.Module):
+    """A two-layer CNN: enough to exercise every path of a step."""
+
+    def __init__(self, sleep_s: float = 0.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=4)
+        self.fc = nn.Linear(4, 1000)
+        self.sleep_s = sleep_s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return self.fc(self.conv(x).mean(dim=(2, 3)))
+
+
+def spec(**changes: Any) -> dict[str, Any]:
+    base = RunSpec("tiny", "train", "fp32", "single", 4, image=32, warmup_min=2, warmup_max=4,
+                   steps_min=5, steps_max=8, measure_s=0.0)
+    return {**base.as_probe(), **changes, "id": "tiny-run"}
+
+
+def cpu_env(probe: ModuleType) -> dict[str, Any]:
+    return probe.environment(torch, "cpu")  # type: ignore[no-any-return]
+
+
+# --- the probe's timing loop, on the CPU ---------------------------------------------------
+
+def test_training_steps_the_optimizer(probe: ModuleType) -> None:
+    model = Tiny()
+    before = model.fc.weight.detach().clone()
+    result = probe.run_one(spec(), cpu_env(probe), "cpu", build=lambda name: model)
+    assert result["status"] == "ok", result
+    assert not torch.equal(before, model.fc.weight.detach())
+    assert 5 <= len(result["times_s"]) <= 8
+    assert all(t > 0 for t in result["times_s"])
+    assert result["warmup_steps"] >= 3 and result["dtype"] == "float32"
+    assert result["setup_s"] >= 0 and result["warmup_s"] > 0 and result["measure_s"] > 0
+
+
+def test_legacy_mode_never_steps_an_optimizer(probe: ModuleType) -> None:
+    model = Tiny()
+    before = model.fc.weight.detach().clone()
+    result = probe.run_one(spec(legacy=True), cpu_env(probe), "cpu", build=lambda name: model)
+    assert result["status"] == "ok"
+    assert torch.equal(before, model.fc.weight.detach())
+
+
+def test_every_step_is_timed(probe: ModuleType) -> None:
+    run = spec(mode="infer", steps_min=6, steps_max=6)
+    result = probe.run_one(run, cpu_env(probe), "cpu", build=lambda name: Tiny(sleep_s=0.02))
+    assert len(result["times_s"]) == 6
+    summary = summarize(result["times_s"], 4)
+    assert 0.02 <= summary.median_s < 0.05
+    assert summary.images_per_s == pytest.approx(4 / summary.median_s)
+
+
+def test_step_count_follows_the_time_budget(probe: ModuleType) -> None:
+    run = spec(mode="infer", steps_min=2, steps_max=50, measure_s=0.1)
+    result = probe.run_one(run, cpu_env(probe), "cpu", build=lambda name: Tiny(sleep_s=0.01))
+    assert 2 <= len(result["times_s"]) < 50  # the budget, not steps_max, ended it
+
+
+def test_mixed_precision_on_cpu_uses_bf16(probe: ModuleType) -> None:
+    result = probe.run_one(spec(precision="mixed"), cpu_env(probe), "cpu",
+                           build=lambda name: Tiny())
+    assert result["status"] == "ok" and result["dtype"] == "bfloat16"
+
+
+def test_out_of_memory_halves_the_batch(probe: ModuleType) -> None:
+    class Hungry(Tiny):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] > 2:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().forward(x)
+
+    result = probe.run_one(spec(batch=8), cpu_env(probe), "cpu", build=lambda name: Hungry())
+    assert result["status"] == "ok"
+    assert (result["batch"], result["batch_requested"]) == (2, 8)
+
+
+def test_a_failing_model_is_an_error_result(probe: ModuleType) -> None:
+    def broken(name: str) -> nn.Module:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    result = probe.run_one(spec(), cpu_env(probe), "cpu", build=broken)
+    assert result["status"] == "error"
+    assert "illegal memory access" in result["reason"]
+
+
+def test_a_missing_model_is_skipped(probe: ModuleType) -> None:
+    result = probe.run_one(spec(model="convnext_tiny"), cpu_env(probe), "cpu",
+                           build=probe.build_torchvision)
+    assert result["status"] == "skipped"
+    assert "torchvision" in result["reason"]
+
+
+def test_probe_without_torchvision_says_so(tmp_path: Path) -> None:
+    lines: list[dict[str, Any]] = []
+    plan = profile("quick").plan({"resnet50-train-mixed-1gpu"}, device="cpu")
+    run = run_probe(LocalGuest(workdir=str(tmp_path)), plan, lines.append, timeout=120)
+    assert run.done and run.rc == 0
+    assert [ln["kind"] for ln in lines] == ["env", "result", "done"]
+    assert run.env["torchvision"] is None
+    assert "torchvision is not installed" in run.env["torchvision_error"]
+    assert run.results["resnet50-train-mixed-1gpu"]["status"] == "skipped"
+
+
+def test_parse_line_ignores_other_output() -> None:
+    assert parse_line('DBCBENCH {"kind": "done"}') == {"kind": "done"}
+    assert parse_line("NCCL INFO ring 0") is None
+    assert parse_line("DBCBENCH {not json") is None
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+def test_median_and_spread() -> None:
+    s = summarize([0.1, 0.1, 0.2, 0.1, 0.1], images_per_step=10)
+    assert s.median_s == 0.1 and s.images_per_s == pytest.approx(100.0)
+    assert s.cv == pytest.approx(0.04 / 0.12)
+    assert summarize([0.5], 1).cv == 0.0
+    with pytest.raises(ValueError, match="no timed steps"):
+        summarize([], 1)
+    with pytest.raises(ValueError, match="not positive"):
+        summarize([0.1, 0.0], 1)
+
+
+# --- references ----------------------------------------------------------------------------
+
+def test_reference_figures_each_have_a_source() -> None:
+    table = reference.load()
+    assert all(f["source"] in table.sources for f in table.figures)
+    h200 = table.lookup(Setting("NVIDIA H200", "resnet50", "train", "mixed", "single", 128))
+    assert h200 is not None and h200.images_per_s == 4288
+    assert "measured on one NVIDIA H200, torch 2.11, CUDA 13.0" in h200.source
+    lam = table.lookup(Setting("NVIDIA GeForce RTX 3090", "resnet50", "train", "fp32",
+                               "single", 64))
+    assert lam is not None and lam.images_per_s == 513 and lam.kind == "published"
+    assert "Lambda" in lam.source
+
+
+def test_gpu_names_as_drivers_spell_them() -> None:
+    table = reference.load()
+    assert normalize_gpu("NVIDIA A100-SXM4-80GB") == "a100 sxm4 80gb"
+    assert table.gpu_key("NVIDIA A100-SXM4-80GB") == "NVIDIA A100 80GB SXM4"
+    assert table.gpu_key("NVIDIA H100 80GB HBM3") == "NVIDIA H100 SXM5"
+    assert table.gpu_key("NVIDIA H200 NVL") is None  # a different card, not an H200 SXM
+
+
+def test_unknown_gpu_or_setting_has_no_verdict() -> None:
+    table = reference.load()
+    cmp = compare(table, Setting("Tesla T4", "resnet50", "train", "mixed", "single", 128),
+                  300.0, 0.85)
+    assert cmp.reference is None and cmp.ok is None and cmp.ratio is None
+    other_batch = Setting("NVIDIA H200", "resnet50", "train", "mixed", "single", 64)
+    assert table.lookup(other_batch) is None
+
+
+def test_ratio_decides_and_ddp_is_judged_per_gpu() -> None:
+    table = reference.load()
+    one = Setting("NVIDIA H200", "resnet50", "train", "mixed", "single", 128)
+    assert compare(table, one, 4288 * 0.86, 0.85).ok is True
+    assert compare(table, one, 4288 * 0.84, 0.85).ok is False
+    ddp = Setting("NVIDIA H200", "resnet50", "train", "mixed", "ddp", 128, world=2)
+    cmp = compare(table, ddp, 2 * 4288 * 0.9, 0.85)
+    assert cmp.reference is not None and cmp.reference.per_gpu_of_single
+    assert cmp.ratio == pytest.approx(0.9) and cmp.ok
+    legacy = Setting("NVIDIA H200", "resnet50", "train", "fp32", "dp", 6, legacy=True)
+    assert table.lookup(legacy) is not None
+    assert table.lookup(Setting(**{**legacy.__dict__, "world": 4})) is None
+
+
+def test_references_are_never_evaluated() -> None:
+    text = Path(reference.__file__).read_text()
+    assert "eval(" not in text and "exec(" not in text
+
+
+# --- profiles ------------------------------------------------------------------------------
+
+def test_default_profile_covers_the_field() -> None:
+    runs = [r for r in profile("default").runs if r.parallel == "single"]
+    models = {r.model for r in runs}
+    assert len(models) >= 24 and set(DBC_MODELS) <= models
+    for family in ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_8gf",
+                   "convnext_tiny", "inception_v3", "googlenet", "shufflenet_v2_x1_0",
+                   "squeezenet1_1", "mnasnet1_0", "resnext50_32x4d", "wide_resnet50_2"):
+        assert family in models
+    assert {(r.model, r.mode) for r in runs} == {(m, mode) for m in models
+                                                 for mode in ("train", "infer")}
+    assert {r.precision for r in runs} == {"mixed"} and all(r.channels_last for r in runs)
+    assert next(r for r in runs if r.model == "inception_v3").image == 299
+
+
+def test_legacy_profile_is_dbcs_method() -> None:
+    runs = profile("dbc-legacy").runs
+    assert {r.model for r in runs} == set(DBC_MODELS) and len(DBC_MODELS) == 21
+    assert all((r.precision, r.parallel, r.batch, r.warmup_max, r.steps_min, r.steps_max,
+                r.legacy) == ("fp32", "dp", 6, 5, 50, 50, True) for r in runs)
+
+
+def test_profiles_have_unique_ids_and_filter() -> None:
+    for name in PROFILES:
+        ids = [r.id for r in profile(name).runs]
+        assert len(ids) == len(set(ids)), name
+    assert len({r.model for r in profile("quick").runs}) <= 6
+    plan = profile("default").plan({"resnet50-train-mixed-1gpu"})
+    assert [r["id"] for r in plan["runs"]] == ["resnet50-train-mixed-1gpu"]
+    with pytest.raises(ValueError, match="unknown benchmark profile"):
+        profile("fastest")
+
+
+# --- output formats and verdicts -----------------------------------------------------------
+
+H200_ENV = {"kind": "env", "cuda_available": True, "torchvision": "0.26.0",
+            "gpus": [{"name": "NVIDIA H200"}]}
+
+
+def result_line(run_id: str, step_s: float, **extra: Any) -> dict[str, Any]:
+    model, mode, precision, _ = run_id.split("-")
+    batch = 128 if mode == "train" else 256
+    return {"kind": "result", "id": run_id, "status": "ok", "batch": batch, "dtype": "bfloat16",
+            "spec": {"model": model, "mode": mode, "precision": precision,
+                     "parallel": "single", "batch": batch, "world": 1},
+            "times_s": [step_s] * 20, "setup_s": 0.2, "warmup_s": 1.5, "warmup_steps": 5,
+            "first_step_s": 1.0, "measure_s": 0.6, **extra}
+
+
+def bench_with(*lines: dict[str, Any]) -> CnnBench:
+    bench = CnnBench("local", reference.load(), 0.85)
+    bench.probe = ProbeRun(env=H200_ENV, done=True)
+    for line in lines:
+        bench.probe.add(line)
+    return bench
+
+
+def test_row_csv_and_progress_line() -> None:
+    bench = bench_with(result_line("resnet50-train-mixed-1gpu", 128 / 4200))
+    run = RunSpec("resnet50", "train", "mixed", "single", 128)
+    judged = bench.judged(run)
+    r = judged.row
+    assert r["images_per_s"] == pytest.approx(4200, rel=1e-3)
+    assert r["reference_images_per_s"] == 4288 and r["verdict"] == "pass"
+    rows = list(csv.DictReader(io.StringIO(output.rows_to_csv([r]))))
+    assert tuple(rows[0]) == output.FIELDS and rows[0]["model"] == "resnet50"
+    line = output.progress_line(r)
+    assert "resnet50-train-mixed-1gpu" in line and "4,200 img/s" in line and "[pass]" in line
+    assert output.time_split([r, r]) == {"setup_s": 0.4, "warmup_s": 3.0, "measure_s": 1.2}
+
+
+def test_slow_model_fails_naming_the_figure_and_source() -> None:
+    bench = bench_with(result_line("resnet50-train-mixed-1gpu", 128 / 3000))
+    judged = bench.judged(RunSpec("resnet50", "train", "mixed", "single", 128))
+    assert judged.comparison.ok is False
+    assert "4,288 images/s" in judged.comparison.reference.describe()  # type: ignore[union-attr]
+
+
+def test_missing_and_failed_runs_fail() -> None:
+    bench = bench_with(result_line("resnet50-train-mixed-1gpu", 0.03, status="error",
+                                   reason="RuntimeError: CUDA error: ECC"))
+    with pytest.raises(CheckFailed, match="CUDA error: ECC"):
+        bench.judged(RunSpec("resnet50", "train", "mixed", "single", 128))
+    bench.probe.done = False
+    bench.probe.stderr_tail = "Xid 79: GPU has fallen off the bus"
+    with pytest.raises(CheckFailed, match=r"no result for vgg16-train-mixed-1gpu.*fallen off"):
+        bench.judged(RunSpec("vgg16", "train", "mixed", "single", 128))
+
+
+def test_no_gpu_and_skipped_runs_skip_with_the_reason() -> None:
+    bench = bench_with()
+    bench.probe.env = {"kind": "env", "cuda_available": False, "torchvision": "0.26"}
+    with pytest.raises(pytest.skip.Exception, match="no CUDA GPU in the guest"):
+        bench.judged(RunSpec("resnet50", "train", "mixed", "single", 128))
+    bench = bench_with({"kind": "result", "id": "resnet50-train-mixed-ddp", "status": "skipped",
+                        "reason": "the guest has 1 GPU: DDP needs 2 or more", "spec": {}})
+    with pytest.raises(pytest.skip.Exception, match="DDP needs 2 or more"):
+        bench.judged(RunSpec("resnet50", "train", "mixed", "ddp", 128))

@@ -1,0 +1,101 @@
+"""The benchmark tests end to end through pytester: a fake probe with H200 figures, and the
+real probe on this machine, which has no GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dbc_accept.bench import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+REF = {(f["model"], f["mode"]): f["images_per_s"] for f in reference.load().figures
+       if f["gpu"] == "NVIDIA H200" and f["parallel"] == "single" and not f.get("legacy")}
+
+FAKE_PROBE = '''
+import json, sys
+REF = %s
+plan = json.load(open(sys.argv[1]))
+def emit(obj):
+    print("DBCBENCH " + json.dumps(obj), flush=True)
+print("some library chatter")
+emit({"kind": "env", "cuda_available": True, "torchvision": "0.26.0", "torch": "2.11.0",
+      "cuda": "13.0", "mixed_dtype": "bfloat16", "gpus": [{"name": "NVIDIA H200"}]})
+for spec in plan["runs"]:
+    if spec["id"] == "vgg16-infer-mixed-1gpu":
+        continue  # the probe "lost" this one
+    batch = 200 if spec["id"] == "efficientnet_b0-infer-mixed-1gpu" else spec["batch"]
+    speed = REF["%%s-%%s" %% (spec["model"], spec["mode"])]
+    if spec["id"] == "resnet50-train-mixed-1gpu":
+        speed *= 0.7
+    step = batch / speed
+    emit({"kind": "result", "id": spec["id"], "status": "ok", "spec": dict(spec, world=1),
+          "batch": batch, "dtype": "bfloat16", "times_s": [step * (1 + 0.001 * (i %% 3))
+          for i in range(30)], "setup_s": 0.3, "warmup_s": 1.0, "warmup_steps": 4,
+          "first_step_s": 0.7, "measure_s": 30 * step})
+emit({"kind": "done", "total_s": 5.0})
+'''
+
+CONFTEST = '''
+import pytest
+import dbc_accept.bench.runner as runner
+
+_real = runner.PROBE
+
+def pytest_configure(config):
+    fake = config.getoption("--fake-probe", None)
+    if fake:
+        runner.PROBE = type(_real)(fake)
+
+def pytest_unconfigure(config):
+    runner.PROBE = _real
+
+def pytest_addoption(parser):
+    parser.addoption("--fake-probe", default=None)
+'''
+
+
+def setup(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p dbc_accept.plugin\nmarkers =\n"
+                     "    benchmark: b\n    gpu: g\n    unit: u\n")
+    pytester.makeconftest(CONFTEST)
+    bench = pytester.mkdir("benchmarks")
+    for name in ("conftest.py", "test_cnn.py"):
+        (bench / name).write_text((ROOT / "benchmarks" / name).read_text())
+
+
+def fake_probe(pytester: pytest.Pytester) -> Path:
+    table = {f"{m}-{mode}": v for (m, mode), v in REF.items()}
+    path = pytester.path / "fake_probe.py"
+    path.write_text(FAKE_PROBE % json.dumps(table))
+    return path
+
+
+def test_fake_h200_run_judges_each_model(pytester: pytest.Pytester) -> None:
+    setup(pytester)
+    result = pytester.runpytest_inprocess(
+        "benchmarks", "-m", "benchmark", "--guest", "local", "--bench-profile", "quick",
+        "--fake-probe", str(fake_probe(pytester)), "--no-report", "-rs")
+    result.assert_outcomes(passed=7, failed=2, skipped=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*guest: 1 x NVIDIA H200*",
+        "*resnet18-train-mixed-1gpu*img/s*1.00 x ref 11,941 [[]pass]*",
+        "*resnet50-train-mixed-1gpu*img/s*0.70 x ref 4,288 [[]fail]*",
+        "*cnn benchmark: * s in all; set-up * s, warm-up * s, measured * s",
+    ])
+    assert "expected: >= 0.85 x 4,288 images/s (batch 128; measured: measured on one NVIDIA" \
+        " H200, torch 2.11, CUDA 13.0, 2026-11-28" in out
+    assert "no result for vgg16-infer-mixed-1gpu" in out
+    assert "no reference for NVIDIA H200/efficientnet_b0/infer-mixed-single-b200" in out
+
+
+def test_real_probe_without_a_gpu_skips_saying_so(pytester: pytest.Pytester) -> None:
+    setup(pytester)
+    result = pytester.runpytest_inprocess(
+        "benchmarks", "-m", "benchmark", "--guest", "local", "--bench-profile", "quick",
+        "-k", "resnet50", "--no-report", "-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*no CUDA GPU in the guest local*is_available() is False*"])
