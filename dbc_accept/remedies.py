@@ -87,7 +87,7 @@ REMEDIES: dict[str, Remedy] = {
         "`sudo modprobe br_netfilter && sudo sh -c 'echo br_netfilter > "
         "/etc/modules-load.d/br_netfilter.conf'`", "(三) 3"),
     "net.bridge_nf": Remedy(
-        "load br_netfilter, then `sudo sysctl -w net.bridge.bridge-nf-call-iptables=1 "
+        "`sudo modprobe br_netfilter`, then `sudo sysctl -w net.bridge.bridge-nf-call-iptables=1 "
         "net.bridge.bridge-nf-call-ip6tables=1` and persist both in /etc/sysctl.conf",
         "(三) vfio"),
     # --- area: storage ---

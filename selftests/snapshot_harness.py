@@ -93,7 +93,7 @@ class _Collector:
         key = self.key(report.nodeid)
         if report.when == "call":
             findings = [Finding(**f) for k, v in report.user_properties
-                        if k == "dbc_findings" for f in v]
+                        if k == "dbc_findings" and isinstance(v, list) for f in v]
             if report.passed:
                 outcome = "warned" if findings else "passed"
                 self.results[key] = (outcome, "\n".join(f.render() for f in findings))

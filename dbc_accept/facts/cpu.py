@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from dbc_accept.facts import read_optional
 from dbc_accept.facts.kernel import gather_cmdline
-from dbc_accept.target import Target
+from dbc_accept.target import NOT_FOUND_RC, Target
 from dbc_accept.verdict import FactError
 
 CPUINFO = "/proc/cpuinfo"
@@ -126,7 +126,10 @@ def gather_kvm(target: Target) -> KvmState:
     result = target.run(KVM_PROBE_ARGV)
     source = "KVM_GET_API_VERSION on /dev/kvm (python3 -c ...)"
     if not result.ok:
-        raise FactError(source, result.describe())
+        # Not result.describe(): it would quote the whole in-line script.
+        tail = (result.stderr or result.stdout).strip().splitlines()
+        why = "command not found" if result.rc == NOT_FOUND_RC else (tail[-1] if tail else "")
+        raise FactError(source, f"python3 exited {result.rc}: {why or 'no output'}")
     try:
         return parse_kvm_probe(result.stdout)
     except ValueError as exc:
