@@ -9,25 +9,37 @@ from dbc_accept.facts.libvirtd import (
     CONF,
     DEFAULTS,
     SOCKETS,
+    ConfValue,
     gather_daemon_args,
     gather_libvirtd_conf,
     gather_service,
     gather_socket_masks,
+    tcp_port,
 )
 from dbc_accept.facts.listeners import gather_listeners, on_port
 from dbc_accept.plugin import each
-from dbc_accept.verdict import check, observe
+from dbc_accept.verdict import FactError, check, fail, observe
 
 pytestmark = pytest.mark.host
 
 WANTED = {"listen_tls": 0, "listen_tcp": 1, "auth_tcp": "none"}
 
 
+def _conf(node: HostFacts) -> dict[str, ConfValue]:
+    """libvirtd.conf, or a libvirtd.conf failure that says why it cannot be used."""
+    try:
+        return node.get(gather_libvirtd_conf)
+    except FactError as exc:
+        fail("libvirtd.conf", observed=str(exc), expected=f"a readable {CONF}")
+
+
+
+
 @each(lambda node: [(name, (name, value)) for name, value in WANTED.items()],
       empty="no settings")
 def test_libvirtd_conf(node: HostFacts, item: tuple[str, object]) -> None:
     name, wanted = item
-    seen = node.get(gather_libvirtd_conf).get(name)
+    seen = _conf(node).get(name)
     shown = "unset (commented out)" if seen is None else f"{name} = {seen!r}"
     check(seen == wanted, "libvirtd.conf", observed=f"{CONF}: {shown}",
           expected=f"{name} = {wanted!r}")
@@ -63,8 +75,7 @@ def test_libvirtd_enabled(node: HostFacts) -> None:
 
 
 def test_libvirtd_listening(node: HostFacts) -> None:
-    conf = node.get(gather_libvirtd_conf)
-    port = int(str(conf.get("tcp_port", 16509)))
+    port = tcp_port(node.try_get(gather_libvirtd_conf) or {})  # 16509 if unreadable
     found = on_port(node.get(gather_listeners), port)
     observe(libvirtd_listeners=[str(s) for s in found])
     check(bool(found), "libvirtd.listening", observed=f"nothing listens on TCP {port}",

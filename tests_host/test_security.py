@@ -3,17 +3,20 @@
 import pytest
 
 from dbc_accept.facts import HostFacts
-from dbc_accept.facts.libvirtd import gather_libvirtd_conf
+from dbc_accept.facts.libvirtd import CONF, gather_libvirtd_conf, tcp_port
 from dbc_accept.facts.listeners import gather_listeners, on_port
-from dbc_accept.verdict import check
+from dbc_accept.verdict import FactError, check, fail
 
 pytestmark = pytest.mark.host
 
 
 def test_libvirtd_not_open_to_the_network(node: HostFacts) -> None:
-    conf = node.get(gather_libvirtd_conf)
+    try:
+        conf = node.get(gather_libvirtd_conf)
+    except FactError as exc:
+        fail("libvirtd.conf", observed=str(exc), expected=f"a readable {CONF}")
     unauthenticated = conf.get("listen_tcp") == 1 and conf.get("auth_tcp") == "none"
-    port = int(str(conf.get("tcp_port", 16509)))
+    port = tcp_port(conf)
     exposed = [s for s in on_port(node.get(gather_listeners), port) if not s.loopback]
     listen_addr = conf.get("listen_addr")
     check(not (unauthenticated and exposed), "libvirtd.security", level="warn",

@@ -44,6 +44,9 @@ def test_data_is_xfs(node: HostFacts) -> None:
 
 
 def test_data_xfs_ftype(node: HostFacts) -> None:
+    mount = _data_mount(node)
+    check(mount.fstype == "xfs", "storage.xfs", observed=f"{DATA} is {mount.fstype}, which has "
+          "no ftype", expected="xfs with ftype=1")
     info = node.get(gather_xfs_info, DATA)
     check(info.ftype == 1, "storage.ftype", observed=f"`xfs_info {DATA}`: ftype={info.ftype}",
           expected="ftype=1 (mkfs.xfs -n ftype=1)")
@@ -67,6 +70,7 @@ def test_data_in_fstab(node: HostFacts) -> None:
 
 
 def test_data_writable(node: HostFacts) -> None:
+    _data_mount(node)
     probe = node.get(gather_write_probe, DATA)
     check(probe.written, "storage.writable",
           observed=f"creating a file in {DATA} failed: {probe.error}",
@@ -79,6 +83,7 @@ def test_data_writable(node: HostFacts) -> None:
 
 
 def test_data_size(node: HostFacts) -> None:
+    _data_mount(node)  # the size of whatever holds an unmounted /data means nothing
     size = node.get(gather_size, DATA)
     observe(data_bytes=size)
     check(size // GIB > MIN_DATA_GIB, "storage.size",

@@ -21,6 +21,7 @@ DEFAULTS = "/etc/default/libvirtd"
 SOCKETS = ("libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket",
            "libvirtd-tls.socket", "libvirtd-tcp.socket")
 SERVICE = "libvirtd.service"
+DEFAULT_TCP_PORT = 16509
 WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/libvirtd.service"
 
 ConfValue = int | str | list[int | str]
@@ -179,6 +180,14 @@ def args_variables(version_id: str) -> tuple[str, ...]:
 def has_listen_flag(args: str) -> bool:
     return any(word in ("-l", "--listen") or re.fullmatch(r"-[a-z]*l[a-z]*", word) is not None
                for word in args.split())
+
+
+def tcp_port(conf: dict[str, ConfValue]) -> int:
+    """libvirtd's TCP port: tcp_port (a string in the shipped file), else 16509."""
+    try:
+        return int(str(conf.get("tcp_port", DEFAULT_TCP_PORT)))
+    except ValueError:
+        return DEFAULT_TCP_PORT
 
 
 @dataclass(frozen=True)
