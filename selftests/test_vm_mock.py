@@ -6,11 +6,14 @@ names of its own and removes what it made.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -284,8 +287,9 @@ def test_failed_create_undoes_the_overlay(conn: Any, template: str,
     before_doms, before_vols = _names(conn), _volumes(conn)
     monkeypatch.setattr("dbc_accept.vm.lifecycle.build_domain_xml",
                         lambda *a: "<domain type='test'><name>x</name></domain>")
-    with pytest.raises(libvirt.libvirtError):
+    with pytest.raises(VmError, match="could not create the test VM") as info:
         TestVm(_spec(template), target=VFIO_HOST).create()
+    assert isinstance(info.value.__cause__, libvirt.libvirtError)
     assert _names(conn) == before_doms and _volumes(conn) == before_vols
 
 
@@ -373,3 +377,34 @@ def test_run_liveness() -> None:
     assert not reaper.run_is_live("custom-id")
     # this process, but the run was made before it started: a reused pid
     assert not reaper.run_is_live(new_run_id(now=0.0))
+
+
+def test_ctrl_c_during_teardown_waits_for_it(conn: Any, template: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    vm = TestVm(_spec(template), target=VFIO_HOST)
+    vm.create()
+    remove = vm._remove_domain
+
+    def interrupted(timeout: float) -> list[str]:
+        os.kill(os.getpid(), signal.SIGINT)  # the owner presses Ctrl-C mid-teardown
+        return remove(timeout)
+
+    monkeypatch.setattr(vm, "_remove_domain", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        vm.teardown(graceful_timeout=0)
+    assert vm.name not in _names(conn)  # finished first, then the interrupt came
+    assert volume_name(vm.run_id) not in _volumes(conn)
+
+
+def test_libvirtd_gone_at_teardown_is_reported_then_retried(conn: Any, template: str) -> None:
+    vm = TestVm(_spec(template), target=VFIO_HOST)
+    vm.create()
+    good = vm.spec
+    vm._close()
+    vm.spec = replace(good, uri="qemu+tcp://127.0.0.1:1/system")  # nothing listens there
+    problems = vm.teardown()
+    assert len(problems) == 1 and "could not reach libvirt" in problems[0]
+    assert "dbc-accept cleanup" in problems[0]
+    vm.spec = good
+    assert vm.teardown() == []
+    assert vm.name not in _names(conn)

@@ -61,10 +61,21 @@ def test_addresses_short_and_long_forms() -> None:
 
 
 def test_dict_records_and_no_iommu_fall_back_to_the_slot() -> None:
-    fns = [{"address": "03:00.0", "vendor_id": "10de", "class_code": "0300"},
-           {"address": "03:00.1", "vendor_id": "10de", "class_code": "0403"},
-           {"address": "04:00.0", "vendor_id": "10de", "class_code": "0403"}]
+    fns = [{"address": "03:00.0", "vendor_id": "10de", "pci_class": "0300"},
+           {"address": "03:00.1", "vendor_id": "10de", "pci_class": "0403"},
+           {"address": "04:00.0", "vendor_id": "10de", "pci_class": "0403"}]
     assert choose_gpus(fns, "all") == ["0000:03:00.0", "0000:03:00.1"]
+
+
+def test_the_pci_facts_records_are_taken_as_they_are() -> None:
+    from dbc_accept.facts.pci import PciFunction
+
+    fns = [PciFunction("0000:01:00.0", "10de", "2204", 0x030000, "vfio-pci", "14"),
+           PciFunction("0000:01:00.1", "10de", "1aef", 0x040300, "vfio-pci", "14"),
+           PciFunction("0000:00:01.0", "8086", "1901", 0x060400, "pcieport", "14"),
+           PciFunction("0000:02:00.0", "10de", "20b5", 0x030200, "vfio-pci", "15")]
+    assert choose_gpus(fns, "all") == ["0000:01:00.0", "0000:01:00.1", "0000:02:00.0"]
+    assert choose_gpus(fns, "02:00.0") == ["0000:02:00.0"]
 
 
 @pytest.mark.parametrize(("spec", "words"), [

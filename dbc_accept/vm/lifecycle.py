@@ -22,34 +22,22 @@ from typing import Any
 
 from dbc_accept.target import LocalTarget, Target
 from dbc_accept.vm.domain_xml import build_domain_xml, parse_run_tag
+from dbc_accept.vm.errors import StorageError, VmBootTimeout, VmError, VmRefused
 from dbc_accept.vm.lvutil import code, connect, lv, message
-from dbc_accept.vm.safety import VFIO, VmRefused, host_driver, preflight
+from dbc_accept.vm.safety import VFIO, host_driver, preflight
 from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
 from dbc_accept.vm.storage import (
     Overlay,
-    StorageError,
     create_overlay,
     delete_overlay,
     pool_for_folder,
     transient_pool_name,
 )
 
-__all__ = ["AgentResult", "TestVm", "VmBootTimeout", "VmError", "VmRefused"]
+__all__ = ["AgentResult", "StorageError", "TestVm", "VmBootTimeout", "VmError", "VmRefused"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-
-
-class VmError(Exception):
-    """The test VM failed; ``check`` is the remedies id for the message."""
-
-    def __init__(self, message: str, check: str = "vm.boot") -> None:
-        super().__init__(message)
-        self.check = check
-
-
-class VmBootTimeout(VmError):
-    """No address in time, or the VM stopped while booting; the message has the console."""
 
 
 @dataclass(frozen=True)
@@ -153,10 +141,11 @@ class TestVm:
         except BaseException as exc:
             if isinstance(exc, StorageError) and exc.exists:
                 self._overlay_claimed = False  # someone else's volume: never delete it
+            left = self.teardown(graceful_timeout=0)
             if isinstance(exc, libvirt.libvirtError):
-                self.log(f"create {self.name} failed: {message(exc)}")
-            for problem in self.teardown(graceful_timeout=0):
-                self.log(f"cleanup after failed create: {problem}")
+                undo = f"; cleanup left: {'; '.join(left)}" if left else ""
+                raise VmError(f"could not create the test VM {self.name}: {message(exc)}"
+                              f"{undo}") from exc
             raise
 
     # --- looking at it -----------------------------------------------------------------
@@ -224,10 +213,16 @@ class TestVm:
 
     def wait_address(self, timeout: float, poll: float = 1.0) -> str:
         """The guest's IPv4 address: DHCP leases, then the guest agent, then ARP."""
+        libvirt = lv()
         start = time.monotonic()
         while True:
-            dom = self._domain()
-            if dom is None or not dom.isActive():
+            try:
+                dom = self._domain()
+                running = dom is not None and dom.isActive()
+            except libvirt.libvirtError as exc:
+                raise VmError(f"libvirt at {self.spec.uri} stopped answering while the test VM "
+                              f"booted: {message(exc)}", "libvirtd.connect") from None
+            if not running:
                 raise VmBootTimeout(
                     f"the test VM {self.name} stopped while booting (crashed, powered off or "
                     f"destroyed). Serial console:\n{self.console_tail()}")

@@ -12,18 +12,12 @@ from typing import Any
 
 from dbc_accept.target import LocalTarget, Target
 from dbc_accept.vm.domain_xml import hostdev_addresses
+from dbc_accept.vm.errors import VmRefused
 from dbc_accept.vm.lvutil import code, lv
 from dbc_accept.vm.spec import VmSpec, domain_name, normalize_bdf
 
 VFIO = "vfio-pci"
-
-
-class VmRefused(Exception):
-    """The test VM may not be created; ``check`` is the remedies id for the message."""
-
-    def __init__(self, message: str, check: str = "vm.gpu_busy") -> None:
-        super().__init__(message)
-        self.check = check
+__all__ = ["VFIO", "VmRefused", "gpu_holders", "host_driver", "preflight"]
 
 
 def host_driver(target: Target, bdf: str) -> str | None:

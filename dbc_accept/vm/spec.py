@@ -132,7 +132,11 @@ def _field(obj: Any, *names: str) -> Any:
     return None
 
 
-def _hex(value: Any, width: int) -> str:
+def _hex(value: Any, width: int, int_width: int | None = None) -> str:
+    """Leading hex digits of an id given as text ("0x030000", "0300") or as an int."""
+    if isinstance(value, int):
+        digits = int_width or width
+        return f"{value:0{digits}x}"[:width]
     text = str(value or "").lower().removeprefix("0x")
     return text[:width].rjust(width, "0") if text else ""
 
@@ -146,14 +150,15 @@ def _as_fn(obj: Any) -> _Fn:
     return _Fn(
         bdf=normalize_bdf(str(bdf)),
         vendor=_hex(_field(obj, "vendor", "vendor_id"), 4),
-        pci_class=_hex(_field(obj, "pci_class", "class_code", "device_class", "klass"), 4),
+        # the facts gatherer's pci_class is the 24-bit int (class, subclass, prog-if)
+        pci_class=_hex(_field(obj, "pci_class", "device_class"), 4, int_width=6),
         group=None if group is None or group == "" else str(group),
     )
 
 
 def _is_gpu(fn: _Fn) -> bool:
-    # VGA (0300) or 3D (0302) controllers of NVIDIA: what check_env passes through
-    return fn.vendor == NVIDIA and fn.pci_class in ("0300", "0302")
+    # NVIDIA display controllers (VGA 0300, 3D 0302, other 0380): one per GPU
+    return fn.vendor == NVIDIA and fn.pci_class.startswith("03")
 
 
 def _companions(gpu: _Fn, fns: list[_Fn]) -> list[str]:

@@ -21,23 +21,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from dbc_accept.vm.errors import StorageError
 from dbc_accept.vm.lvutil import lv as _lv
 from dbc_accept.vm.spec import PREFIX, volume_name
 
 VOLUME_RE = re.compile(rf"^{re.escape(PREFIX)}(?P<run>[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}})\.qcow2$")
 POOL_RE = re.compile(rf"^{re.escape(PREFIX)}[0-9a-f]{{12}}$")
 FILE_POOL_TYPES = ("dir", "fs", "netfs")
-
-
-class StorageError(Exception):
-    """The overlay could not be made (missing template, no usable pool, libvirt error).
-
-    ``exists`` is True when a volume of the run's name was already there (not ours).
-    """
-
-    def __init__(self, message: str, exists: bool = False) -> None:
-        super().__init__(message)
-        self.exists = exists
 
 
 @dataclass(frozen=True)
@@ -113,7 +103,8 @@ def _template_volume(pool: Any, image: str) -> Any:
         return pool.storageVolLookupByName(base)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise StorageError(f"template {image} not found (check --vm-image)") from None
+            raise StorageError(f"template {image} not found (check --vm-image)",
+                               check="images.template") from None
         raise
 
 
