@@ -84,8 +84,9 @@ def test_libvirtd_listening(node: HostFacts) -> None:
 
 def test_libvirt_connects(node: HostFacts) -> None:
     probe = libvirt_of(node)
+    hint = " (install python3-libvirt on the node)" if probe.error_code == -1 else ""
     check(probe.connected, "libvirtd.connect",
-          observed=f"{probe.uri}: error {probe.error_code}: {probe.error}",
+          observed=f"{probe.uri}: error {probe.error_code}: {probe.error}{hint}",
           expected=f"a connection to {probe.uri}")
     observe(libvirt=version_text(probe.lib_version), hypervisor=probe.hv_type,
             hypervisor_version=version_text(probe.hv_version))

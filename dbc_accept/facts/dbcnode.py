@@ -202,4 +202,28 @@ def other_ports(target: Target, processes: list[DbcProcess], folder: str) -> dic
     return ports
 
 
-GATHERERS = [gather_dbc_processes]
+@dataclass(frozen=True)
+class DbcInstall:
+    """The running compute node's folder and what the checks read there."""
+
+    folder: str
+    names: tuple[str, ...]
+    core_conf: CoreConf | None
+    node_dat: NodeDat | None
+
+
+def gather_dbc_install(target: Target) -> DbcInstall | None:
+    """Everything of the install folder at once, for `dbc-accept snapshot` (None: no dbc)."""
+    folder = install_folder(gather_dbc_processes(target), None)
+    if folder is None:
+        return None
+    conf = dat = None
+    try:
+        conf = gather_core_conf(target, folder)
+        dat = gather_node_dat(target, folder)
+    except FactError:
+        pass  # the checks report it; a capture only needs the files to have been read
+    return DbcInstall(folder, tuple(gather_folder(target, folder)), conf, dat)
+
+
+GATHERERS = [gather_dbc_processes, gather_dbc_install]
