@@ -77,6 +77,22 @@ def nic_in_gpu_group(s: Snapshot) -> None:
     s.link("/sys/bus/pci/devices/0000:5e:00.0/iommu_group", "../../../../kernel/iommu_groups/21")
 
 
+def turing_usb_functions(s: Snapshot) -> None:
+    # RTX 20xx cards carry a USB-C controller and its UCSI function besides VGA and audio.
+    port = "/sys/devices/pci0000:16/0000:16:00.0"
+    for fn, device, cls, driver in (("2", "1ad6", "0c0330", "xhci_hcd"),
+                                    ("3", "1ad7", "0c8000", "nvidia-gpu")):
+        bdf = f"0000:17:00.{fn}"
+        s.write(f"{port}/{bdf}/vendor", "0x10de\n")
+        s.write(f"{port}/{bdf}/device", f"0x{device}\n")
+        s.write(f"{port}/{bdf}/class", f"0x{cls}\n")
+        s.write(f"{port}/{bdf}/resource", "0x0000000000000000 0x0000000000000000 "
+                "0x0000000000000000\n" * 13)
+        s.link(f"{port}/{bdf}/driver", f"../../../../bus/pci/drivers/{driver}")
+        s.link(f"{port}/{bdf}/iommu_group", "../../../../kernel/iommu_groups/21")
+        s.link(f"/sys/bus/pci/devices/{bdf}", f"../../../devices/pci0000:16/0000:16:00.0/{bdf}")
+
+
 def fb_on_bar(name: str) -> Callable[[Snapshot], None]:
     def mutate(s: Snapshot) -> None:
         s.replace("/proc/iomem", "    383fe0000000-383fefffffff : vfio-pci\n",
@@ -149,6 +165,11 @@ FAULTS = [
               "/proc/cmdline", "vfio-pci.ids=10de:2204,10de:1aef", "vfio-pci.ids=10de:2204"),
           warned=vfio("test_vfio_binding_persisted", INTEL_FUNCTIONS[1::2]),
           fix="lost at reboot"),
+    Fault("turing-usb-functions-not-on-vfio", turing_usb_functions,
+          vfio("test_function_on_vfio", ["0000:17:00.2", "0000:17:00.3"])
+          | {"test_gpu_vfio.py::test_iommu_group_isolated[group21]"},
+          warned=vfio("test_vfio_binding_persisted", ["0000:17:00.2", "0000:17:00.3"]),
+          fix="vfio-pci"),
     Fault("nouveau-loaded", lambda s: s.append(
               "/proc/modules", "nouveau 2306048 0 - Live 0xffffffffc1a00000\n"),
           {"test_host_drivers.py::test_driver_not_loaded[nouveau]"}, fix="blacklist"),
@@ -160,6 +181,8 @@ FAULTS = [
           {"test_host_drivers.py::test_blacklist"}, fix="blacklist snd_hda_intel"),
     Fault("vesafb-holds-bar", fb_on_bar("vesafb"), {f"{FB}[0000:17:00.0]"},
           fix="video=vesafb:off"),
+    Fault("efifb-holds-bar", fb_on_bar("efifb"), {f"{FB}[0000:17:00.0]"},
+          fix="video=efifb:off"),
     Fault("bootfb-holds-bar", fb_on_bar("BOOTFB"), {f"{FB}[0000:17:00.0]"},
           fix="initcall_blacklist=sysfb_init"),
     Fault("bar-cant-reserve", bar_reserve, {"test_framebuffer.py::test_no_bar_reserve_errors"},
