@@ -242,10 +242,7 @@ def test_gpu_of_a_defined_renter_vm_is_refused(conn: Any, templates: dict[str, P
 def test_reaper_removes_a_dead_runs_vm_and_nothing_else(
         conn: Any, templates: dict[str, Path], network: str, workdir: Path,
         decoys: Any) -> None:
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    dead = TestVm(_spec(templates["20g"], network, workdir,
-                        run_id=new_run_id(pid=int(proc.stdout))))
+    dead = TestVm(_spec(templates["20g"], network, workdir, run_id=_dead_run_id()))
     dead.create()  # then "crashes": no teardown
     overlay = Path(dead.overlay.path)  # type: ignore[union-attr]
     removed = reaper.sweep(URI)
@@ -258,6 +255,32 @@ def test_reaper_removes_a_dead_runs_vm_and_nothing_else(
     assert pool not in {p.name() for p in conn.listAllStoragePools(0)}
     # other runs of the tool on this machine may be live now: only ours is asserted on
     assert not any(dead.run_id in line for line in reaper.sweep(URI))
+
+
+def _dead_run_id() -> str:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return new_run_id(pid=int(proc.stdout))
+
+
+def test_overlays_are_found_after_their_pool_is_forgotten(
+        conn: Any, templates: dict[str, Path], network: str, workdir: Path,
+        decoys: Any) -> None:
+    # a libvirtd restart forgets transient pools; the overlay files stay
+    vm = TestVm(_spec(templates["1g"], network, workdir))
+    vm.create()
+    conn.storagePoolLookupByName(vm.overlay.pool).destroy()  # type: ignore[union-attr]
+    assert vm.teardown(graceful_timeout=0) == []
+    assert _our_leftovers(conn, [vm.run_id], templates["1g"].parent) == []
+    orphan = create_overlay(conn, str(templates["1g"]), _dead_run_id())
+    conn.storagePoolLookupByName(orphan.pool).destroy()
+    assert not any(orphan.path in line for line in reaper.sweep(URI))  # no pool lists it
+    assert Path(orphan.path).exists()
+    removed = reaper.sweep(URI, folders=[str(templates["1g"].parent)])
+    assert any(orphan.path in line for line in removed)
+    assert _our_leftovers(conn, [], templates["1g"].parent) == []
+    pool = transient_pool_name(str(templates["1g"].parent))
+    assert pool not in {p.name() for p in conn.listAllStoragePools(0)}
 
 
 def test_zz_decoys_are_untouched(decoys: dict[str, Any]) -> None:

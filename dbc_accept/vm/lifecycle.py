@@ -24,7 +24,7 @@ from dbc_accept.target import LocalTarget, Target
 from dbc_accept.vm.domain_xml import build_domain_xml, parse_run_tag
 from dbc_accept.vm.errors import StorageError, VmBootTimeout, VmError, VmRefused
 from dbc_accept.vm.lvutil import code, connect, lv, message
-from dbc_accept.vm.safety import VFIO, host_driver, preflight
+from dbc_accept.vm.safety import VFIO, host_driver, preflight, recheck_gpus
 from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
 from dbc_accept.vm.storage import (
     Overlay,
@@ -134,6 +134,7 @@ class TestVm:
             self._domain_claimed = True
             dom = conn.defineXML(xml)
             self._timed("define", t)
+            recheck_gpus(conn, self.spec, self.name)  # a renter's VM defined meanwhile
             t = time.monotonic()
             self._started = True
             dom.create()

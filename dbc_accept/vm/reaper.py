@@ -14,13 +14,20 @@ import calendar
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dbc_accept.vm.domain_xml import RunTag, disk_sources, parse_run_tag
+from dbc_accept.vm.errors import StorageError
 from dbc_accept.vm.lvutil import code, connect, lv, message
 from dbc_accept.vm.spec import NS, domain_name, run_id_origin
-from dbc_accept.vm.storage import POOL_RE, VOLUME_RE, release_pool, volume_facts
+from dbc_accept.vm.storage import (
+    POOL_RE,
+    VOLUME_RE,
+    find_or_make_pool,
+    release_pool,
+    volume_facts,
+)
 
 
 def _boot_time() -> float:
@@ -104,6 +111,7 @@ class _Sweep:
         self.log = log
         self.removed: list[str] = []
         self.live_runs: set[str] = set()
+        self.folders: set[str] = set()  # where removed domains had their overlays
 
     def domains(self) -> None:
         libvirt = lv()
@@ -119,6 +127,8 @@ class _Sweep:
                     continue
                 state = "running" if dom.isActive() else "defined"
                 _remove_domain(dom)
+                if tag.overlay and VOLUME_RE.match(os.path.basename(tag.overlay)):
+                    self.folders.add(os.path.dirname(tag.overlay))
                 self.removed.append(f"removed domain {dom.name()} ({state}, run {tag.run_id}, "
                                     f"created {tag.created or 'unknown'})")
             except libvirt.libvirtError as exc:
@@ -134,6 +144,14 @@ class _Sweep:
             except lv().libvirtError:
                 continue
         return used
+
+    def cover(self, folders: set[str]) -> None:
+        """Make sure a pool lists each folder (a transient pool of a dead run is gone)."""
+        for folder in sorted(folders):
+            try:
+                find_or_make_pool(self.conn, folder)
+            except StorageError as exc:
+                self.log(f"could not look for overlays in {folder}: {exc}")
 
     def volumes(self) -> None:
         libvirt = lv()
@@ -178,12 +196,19 @@ class _Sweep:
                 self.log(f"could not remove volume {vol.name()}: {message(exc)}")
 
 
-def sweep(uri: str, force: bool = False, log: Callable[[str], None] | None = None) -> list[str]:
-    """Remove this tool's leftover domains and overlays at ``uri``; one line per removal."""
+def sweep(uri: str, force: bool = False, log: Callable[[str], None] | None = None,
+          folders: Iterable[str] = ()) -> list[str]:
+    """Remove this tool's leftover domains and overlays at ``uri``; one line per removal.
+
+    Overlays are looked for in every active pool, in the folders of the removed domains'
+    overlays, and in ``folders`` (pass the template's folder: after a libvirtd restart
+    the transient pool of a crashed run is gone, but its overlay file is not).
+    """
     conn = connect(uri)
     try:
         work = _Sweep(conn, force, log or (lambda _m: None))
         work.domains()
+        work.cover(work.folders | {os.path.normpath(f) for f in folders})
         work.volumes()
         return work.removed
     finally:

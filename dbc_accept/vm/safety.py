@@ -17,7 +17,7 @@ from dbc_accept.vm.lvutil import code, lv
 from dbc_accept.vm.spec import VmSpec, domain_name, normalize_bdf
 
 VFIO = "vfio-pci"
-__all__ = ["VFIO", "VmRefused", "gpu_holders", "host_driver", "preflight"]
+__all__ = ["VFIO", "VmRefused", "gpu_holders", "host_driver", "preflight", "recheck_gpus"]
 
 
 def host_driver(target: Target, bdf: str) -> str | None:
@@ -100,17 +100,22 @@ def _check_network(conn: Any, network: str) -> None:
                         f"`virsh net-start {network}`", "vm.boot")
 
 
+def recheck_gpus(conn: Any, spec: VmSpec, ours: str = "") -> None:
+    """Raise VmRefused when a domain other than ``ours`` lists one of the spec's GPUs."""
+    held = gpu_holders(conn, spec.gpus, skip=ours)
+    if held:
+        lines = [f"{bdf} is attached to domain {', '.join(doms)}" for bdf, doms in held.items()]
+        raise VmRefused("refusing to use a GPU another VM holds: " + "; ".join(lines),
+                        "vm.gpu_busy")
+
+
 def preflight(conn: Any, spec: VmSpec, target: Target | None = None) -> None:
     """Raise VmRefused unless the VM of ``spec`` can be created without touching others."""
     _check_name_free(conn, domain_name(spec.run_id))
     if spec.gpus and spec.virt_type != "kvm":
         raise VmRefused("GPU passthrough needs --vm-virt-type kvm (VFIO does not work under "
                         "software emulation); use --gpus 0 with qemu", "vm.gpu_busy")
-    held = gpu_holders(conn, spec.gpus)
-    if held:
-        lines = [f"{bdf} is attached to domain {', '.join(doms)}" for bdf, doms in held.items()]
-        raise VmRefused("refusing to use a GPU another VM holds: " + "; ".join(lines),
-                        "vm.gpu_busy")
+    recheck_gpus(conn, spec)
     target = target or LocalTarget()
     for bdf in spec.gpus:
         driver = host_driver(target, bdf)

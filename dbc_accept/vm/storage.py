@@ -162,20 +162,44 @@ def create_overlay(conn: Any, image: str, run_id: str) -> Overlay:
                    seconds=time.monotonic() - start)
 
 
-def delete_overlay(conn: Any, overlay: Overlay) -> str | None:
-    """Delete the run's overlay; "" or None when done or already gone, else the problem."""
+def _find_volume(conn: Any, path: str, name: str) -> Any | None:
+    """The volume at ``path``, also when no pool lists its folder any more."""
     libvirt = _lv()
     try:
-        vol = conn.storageVolLookupByPath(overlay.path)
+        return conn.storageVolLookupByPath(path)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise
+    # a libvirtd restart forgets transient pools, not files: look again through a pool
+    pool, _ = find_or_make_pool(conn, os.path.dirname(path))
+    pool.refresh(0)
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise
+    release_pool(conn, pool.name())
+    return None
+
+
+def delete_overlay(conn: Any, overlay: Overlay) -> str | None:
+    """Delete the run's overlay; None when done or already gone, else the problem."""
+    libvirt = _lv()
+    try:
+        vol = _find_volume(conn, overlay.path, overlay.name)
+        if vol is None:
+            return None
         if vol.name() != overlay.name:  # the path holds something else now: not ours
             return f"{overlay.path} is now volume {vol.name()}; left alone"
+        pool = vol.storagePoolLookupByVolume()
         vol.delete(0)
+        release_pool(conn, pool.name())
     except libvirt.libvirtError as exc:
         if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_VOL,
                                         libvirt.VIR_ERR_NO_STORAGE_POOL):
             return f"could not delete volume {overlay.path}: {exc.get_error_message()}"
-    if overlay.pool_created:
-        release_pool(conn, overlay.pool)
+    except StorageError as exc:
+        return f"could not delete volume {overlay.path}: {exc}"
     return None
 
 
