@@ -217,15 +217,20 @@ REMEDIES: dict[str, Remedy] = {
         "the GPU belongs to another VM (perhaps a renter's): choose other GPUs with --gpus, or "
         "run the test when the node is idle"),
     "vm.gpu_returned": Remedy(
-        "bind the GPU back to vfio-pci: `echo BDF > /sys/bus/pci/drivers/vfio-pci/bind` "
-        "(after unbinding it from its driver), or reboot"),
+        "the GPU must be on vfio-pci before the node rents it again: `echo BDF | sudo tee "
+        "/sys/bus/pci/devices/BDF/driver/unbind; echo vfio-pci | sudo tee "
+        "/sys/bus/pci/devices/BDF/driver_override; echo BDF | sudo tee /sys/bus/pci/drivers_probe`"
+        " for each function named, or reboot (vfio-pci.ids= binds it at boot)", "(三) vfio"),
     "vm.boot": Remedy(
         "the test VM did not come up: read the serial console log above; check the image, "
         "the `default` network (`virsh net-list --all`) and the GPU passthrough"),
     "vm.ssh": Remedy(
         "check the guest user and password (--vm-user, --vm-password) or key (--vm-key), and "
         "that sshd runs in the image"),
-    "vm.cleanup": Remedy("run `dbc-accept cleanup` to remove what an earlier run left behind"),
+    "vm.cleanup": Remedy(
+        "run `dbc-accept cleanup` (it removes only domains tagged by this tool and their "
+        "dbc-accept-*.qcow2 overlays); a domain of the same name without the tag is not this "
+        "tool's: look at it with `virsh dumpxml NAME` before removing it by hand"),
 }
 
 
