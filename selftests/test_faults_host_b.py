@@ -234,3 +234,26 @@ def test_fault(fault: Fault, tmp_path: Path) -> None:
 
 def test_every_fault_of_the_brief_is_here() -> None:
     assert len(FAULTS) >= 28 and len({f.name for f in FAULTS}) == len(FAULTS)
+
+
+GARBAGE = "\x00\x7f}{ = [ \"\n\tnot:a=valid ] line 0A\n"
+
+
+def test_garbage_everywhere_fails_checks_not_the_run(tmp_path: Path) -> None:
+    snap = copy_snapshot("intel-2204-4gpu", tmp_path)
+    for path in ("/proc/self/mountinfo", "/etc/fstab", "/proc/meminfo", "/etc/default/libvirtd",
+                 "/etc/libvirt/libvirtd.conf", "/proc/net/tcp", "/proc/cgroups",
+                 "/var/lib/dpkg/status", f"{DBC_DIR}/conf/core.conf", f"{DBC_DIR}/dat/node.dat",
+                 f"/proc/{DBC_PID}/cmdline", "/sys/fs/cgroup/cgroup.controllers"):
+        snap.write(path, GARBAGE)
+    for argv in (["xfs_info", "/data"], ["df", "-B1", "--output=size,target", "/data"],
+                 ["sh", "-c", WRITE_PROBE, "sh", "/data"], od_argv(IMG), PROBE_ARGV,
+                 ["systemctl", "is-active", "libvirtd.service"]):
+        snap.command(argv, GARBAGE)
+    results = snap.run(*FILES, extra_args=BACKUP)
+    assert not results.errors, results.summary()
+    assert len(results.failed) > 20, results.summary()
+    for test_id in results.failed:
+        message = results.message(test_id)
+        assert "Traceback" not in message and "Error:" not in message.split("\n")[0], message
+        assert "could not" in message or "fix:" in message, message

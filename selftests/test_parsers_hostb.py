@@ -36,7 +36,12 @@ from dbc_accept.facts.storage import (
     parse_write_probe,
     parse_xfs_info,
 )
-from dbc_accept.facts.virt import Cgroups, parse_dpkg_status, parse_proc_cgroups
+from dbc_accept.facts.virt import (
+    Cgroups,
+    parse_cgroup_controllers,
+    parse_dpkg_status,
+    parse_proc_cgroups,
+)
 
 DATA = Path(__file__).parent / "data" / "hostb"
 
@@ -173,6 +178,10 @@ def test_cgroups_v1_and_v2() -> None:
     v2 = Cgroups(2, frozenset(["cpuset", "cpu", "io", "memory", "hugetlb", "pids"]))
     assert all(v2.has(c) for c in ("cpuacct", "blkio", "devices", "memory"))
     assert not Cgroups(2, frozenset({"memory"})).has("blkio")
+    assert parse_cgroup_controllers("cpuset cpu io memory hugetlb pids rdma misc\n") == \
+        frozenset(["cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc"])
+    with pytest.raises(ValueError):
+        parse_cgroup_controllers("cpu {garbage}")
 
 
 # --- the dbc node --------------------------------------------------------------------
@@ -240,8 +249,8 @@ def test_stale_disk_names() -> None:
 
 TEXT_PARSERS = [parse_mountinfo, parse_fstab, parse_xfs_info, parse_df_size, parse_meminfo_total,
                 parse_libvirt_conf, parse_shell_vars, parse_proc_net_tcp, parse_dpkg_status,
-                parse_proc_cgroups, parse_core_conf, parse_node_dat, parse_probe,
-                parse_od_bytes]
+                parse_proc_cgroups, parse_cgroup_controllers, parse_core_conf, parse_node_dat,
+                parse_probe, parse_od_bytes]
 LINES = st.lists(st.sampled_from([
     "", "#", "a = 1", 'b = "x"', "[", "]", "=", "sl local", "0: 0100007F:407D 00:0 0A",
     "- xfs", "Package: x", "Status: install ok installed", "node_id=1", "MemTotal: 5 kB",

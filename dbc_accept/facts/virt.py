@@ -7,6 +7,7 @@ and the OVMF firmware for UEFI guests.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from dbc_accept.facts import list_optional, read, read_optional
@@ -94,6 +95,15 @@ def parse_proc_cgroups(text: str) -> frozenset[str]:
     return frozenset(enabled)
 
 
+def parse_cgroup_controllers(text: str) -> frozenset[str]:
+    """The controllers of cgroup v2's cgroup.controllers (one line of names)."""
+    names = text.split()
+    bad = [n for n in names if not re.fullmatch(r"[a-z_]+", n)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a controller name")
+    return frozenset(names)
+
+
 def gather_packages(target: Target) -> dict[str, Package]:
     try:
         return parse_dpkg_status(read(target, DPKG_STATUS))
@@ -104,7 +114,10 @@ def gather_packages(target: Target) -> dict[str, Package]:
 def gather_cgroups(target: Target) -> Cgroups:
     unified = read_optional(target, "/sys/fs/cgroup/cgroup.controllers")
     if unified is not None:
-        return Cgroups(2, frozenset(unified.split()))
+        try:
+            return Cgroups(2, parse_cgroup_controllers(unified))
+        except ValueError as exc:
+            raise FactError("/sys/fs/cgroup/cgroup.controllers", str(exc), verb="parse") from None
     try:
         return Cgroups(1, parse_proc_cgroups(read(target, "/proc/cgroups")))
     except ValueError as exc:
