@@ -1,1 +1,291 @@
-"""The session-scoped ``guest`` fixture (vm, ssh:// or local)."""
+"""The session-scoped ``guest`` fixture (vm, ssh:// or local).
+
+Option values are checked at configure time (their syntax) and, when a collected test uses
+``guest``, at collection time (files, GPUs, sizing): a bad value is a usage error before
+anything is created. The test VM's domain XML, console tail and what happened to it go into
+``config.stash`` under :data:`DOMAIN_XML_KEY`, :data:`CONSOLE_TAIL_KEY` and
+:data:`VM_RECORD_KEY` for the report; problems left after teardown fail the session.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dbc_accept.guest import Guest, LocalGuest, PassedGpu
+
+if TYPE_CHECKING:
+    from dbc_accept.guest.ssh import Credentials
+    from dbc_accept.guest.vmguest import VmRecord
+    from dbc_accept.vm.spec import VmSpec
+
+PASSWORD_ENV = "DBC_VM_PASSWORD"
+
+
+@dataclass(frozen=True)
+class GuestPlan:
+    """Where the in-guest tests run, from ``--guest``."""
+
+    mode: str  # "vm", "ssh" or "local"
+    user: str = ""
+    host: str = ""
+    port: int = 22
+
+
+@dataclass(frozen=True)
+class VmPlan:
+    """The test VM to create (without its run id) and the host's PCI functions."""
+
+    spec: VmSpec
+    pci_functions: list[Any]
+
+
+PLAN_KEY = pytest.StashKey[GuestPlan]()
+VM_PLAN_KEY = pytest.StashKey[VmPlan]()
+DOMAIN_XML_KEY = pytest.StashKey[str]()  # the test VM's live domain XML
+CONSOLE_TAIL_KEY = pytest.StashKey[str]()  # the last lines of its serial console
+VM_RECORD_KEY = pytest.StashKey["VmRecord"]()  # timings, sweep, teardown, problems
+
+
+# --- options ------------------------------------------------------------------------------
+
+def parse_guest(value: str, default_user: str) -> GuestPlan:
+    """``--guest`` -> GuestPlan; pytest.UsageError with the fix when malformed."""
+    text = value.strip()
+    if text in ("vm", "local"):
+        return GuestPlan(text, default_user)
+    if text.startswith("ssh://"):
+        from dbc_accept.guest.ssh import parse_ssh_url
+
+        try:
+            user, host, port = parse_ssh_url(text)
+        except ValueError as exc:
+            shown = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", value)  # never echo a password
+            raise pytest.UsageError(f"--guest {shown}: {exc}") from None
+        return GuestPlan("ssh", user or default_user, host, port)
+    raise pytest.UsageError(
+        f"--guest {value!r}: use vm (the test VM), ssh://user@host:port (an existing "
+        "machine) or local (this machine)")
+
+
+def _check_numbers(config: pytest.Config) -> None:
+    for opt, dest in (("--vm-memory", "dbc_vm_memory"), ("--vm-vcpus", "dbc_vm_vcpus"),
+                      ("--vm-boot-timeout", "dbc_vm_boot_timeout")):
+        value = config.getoption(dest)
+        if value is not None and value <= 0:
+            raise pytest.UsageError(f"{opt} {value}: give a positive number")
+    gpus = str(config.getoption("dbc_gpus")).strip().lower()
+    if gpus != "all" and not gpus.isdigit():
+        from dbc_accept.vm.spec import normalize_bdf
+
+        for part in filter(None, (p.strip() for p in gpus.split(","))):
+            try:
+                normalize_bdf(part)
+            except ValueError as exc:
+                raise pytest.UsageError(
+                    f"--gpus {gpus}: {exc}; give 'all', a count, or PCI addresses") from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[PLAN_KEY] = parse_guest(str(config.getoption("dbc_guest")),
+                                         str(config.getoption("dbc_vm_user")))
+    _check_numbers(config)
+
+
+def _need_file(option: str, path: str | None) -> None:
+    if path and not os.path.isfile(path):
+        raise pytest.UsageError(f"{option} {path}: no such file; give the right path")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not any("guest" in getattr(item, "fixturenames", ()) for item in items):
+        return
+    plan = config.stash[PLAN_KEY]
+    if plan.mode == "local":
+        return
+    _need_file("--vm-key", config.getoption("dbc_vm_key"))
+    if plan.mode == "vm":
+        for opt in ("image", "kernel", "initrd"):
+            _need_file(f"--vm-{opt}", config.getoption(f"dbc_vm_{opt}"))
+        config.stash[VM_PLAN_KEY] = _vm_plan(config)
+
+
+def _host_memory_kib() -> int:
+    with open("/proc/meminfo", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1])
+    raise pytest.UsageError("cannot read MemTotal from /proc/meminfo: give --vm-memory")
+
+
+def _vm_plan(config: pytest.Config) -> VmPlan:
+    """Choose the GPUs and size the VM as check_env does; usage errors for what cannot be."""
+    from dbc_accept.facts.pci import gather_pci_devices, nvidia_gpus
+    from dbc_accept.target import LocalTarget
+    from dbc_accept.verdict import FactError
+    from dbc_accept.vm.spec import VmSpec, choose_gpus, size_like_check_env
+
+    gpus_opt = str(config.getoption("dbc_gpus"))
+    try:
+        functions = gather_pci_devices(LocalTarget())
+    except FactError as exc:
+        if gpus_opt.strip() != "0":
+            raise pytest.UsageError(f"--gpus {gpus_opt}: {exc}; use --gpus 0") from None
+        functions = []
+    # choose_gpus reads the class as hex text: hand it the functions in that form
+    rows = [{"bdf": f.bdf, "vendor": f.vendor, "pci_class": f"{f.pci_class:06x}",
+             "iommu_group": f.iommu_group} for f in functions]
+    try:
+        chosen = choose_gpus(rows, gpus_opt)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    all_gpus = nvidia_gpus(functions)
+    used = sum(1 for g in all_gpus if g.bdf in chosen)
+    memory, vcpus = size_like_check_env(_host_memory_kib(), used, len(all_gpus),
+                                        os.cpu_count() or 1)
+    opt = config.getoption
+    try:
+        spec = VmSpec(
+            uri=opt("dbc_libvirt_uri"), image=os.path.abspath(opt("dbc_vm_image")),
+            gpus=tuple(chosen), memory_mib=opt("dbc_vm_memory") or memory,
+            vcpus=opt("dbc_vm_vcpus") or vcpus, virt_type=opt("dbc_vm_virt_type"),
+            network=opt("dbc_vm_network"), uefi=bool(opt("dbc_vm_uefi")),
+            kernel=opt("dbc_vm_kernel"), initrd=opt("dbc_vm_initrd"),
+            cmdline=opt("dbc_vm_cmdline"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"test VM options: {exc}") from None
+    return VmPlan(spec, functions)
+
+
+def _credentials(config: pytest.Config, user: str) -> Credentials:
+    from dbc_accept.guest.ssh import Credentials
+
+    password = config.getoption("dbc_vm_password") or os.environ.get(PASSWORD_ENV) or None
+    return Credentials(user, password=password, key_path=config.getoption("dbc_vm_key"))
+
+
+# --- the fixture ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    """Where in-guest tests run: the test VM (default), an ssh:// machine, or this one."""
+    config = request.config
+    plan = config.stash[PLAN_KEY]
+    if plan.mode == "local":
+        yield from _local_guest()
+    elif plan.mode == "ssh":
+        yield from _ssh_guest(config, plan)
+    else:
+        yield from _vm_guest(config, plan)
+
+
+def _local_guest() -> Iterator[Guest]:
+    from dbc_accept.facts.pci import gather_pci_devices, nvidia_gpus
+    from dbc_accept.target import LocalTarget
+    from dbc_accept.verdict import FactError
+
+    try:
+        gpus: list[PassedGpu] | None = [
+            PassedGpu(f.bdf, f.pci_id, f.describe())
+            for f in nvidia_gpus(gather_pci_devices(LocalTarget()))]
+    except FactError:
+        gpus = None  # not known: the GPU tests go by what the driver shows
+    workdir = tempfile.mkdtemp(prefix="dbc-accept-guest.")
+    try:
+        yield LocalGuest(workdir=workdir, passed_gpus=gpus)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _ssh_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
+    from dbc_accept.guest.ssh import GuestError, SshGuest
+    from dbc_accept.remedies import remedy_for
+
+    ssh = SshGuest(plan.host, plan.port, _credentials(config, plan.user))
+    try:
+        ssh.connect()
+    except GuestError as exc:
+        pytest.fail(f"{exc}\nfix: {remedy_for('vm.ssh')}", pytrace=False)
+    try:
+        yield ssh
+    finally:
+        ssh.close()
+
+
+def _vm_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
+    from dbc_accept.guest.ssh import GuestError
+    from dbc_accept.guest.vmguest import VmRecord, vm_guest
+    from dbc_accept.remedies import remedy_for
+    from dbc_accept.vm.lifecycle import VmError, VmRefused
+
+    vm_plan = config.stash[VM_PLAN_KEY]
+    record = config.stash[VM_RECORD_KEY] = VmRecord()
+    opt = config.getoption
+    spec = vm_plan.spec
+    failure = ""
+    try:
+        with vm_guest(spec, _credentials(config, plan.user),
+                      boot_timeout=float(opt("dbc_vm_boot_timeout")),
+                      keep=bool(opt("dbc_keep_vm")), record=record,
+                      pci_functions=vm_plan.pci_functions,
+                      console_dir=_console_dir()) as ssh:
+            config.stash[DOMAIN_XML_KEY] = record.domain_xml
+            yield ssh
+    except (VmRefused, VmError) as exc:
+        failure = f"{exc}\nfix: {remedy_for(exc.check)}"
+    except GuestError as exc:  # boot time-out (with the console) or SSH refused
+        failure = str(exc) if "fix:" in str(exc) else f"{exc}\nfix: {remedy_for('vm.ssh')}"
+    finally:
+        config.stash[DOMAIN_XML_KEY] = record.domain_xml
+        config.stash[CONSOLE_TAIL_KEY] = record.console_tail
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    if record.problems:
+        pytest.fail("the test VM's teardown left problems:\n  " + "\n  ".join(record.problems),
+                    pytrace=False)
+
+
+def _console_dir() -> str:
+    # Beside libvirt's own per-domain logs, which outlive the domain the same way.
+    return "/var/log/libvirt/qemu"
+
+
+# --- after the run -------------------------------------------------------------------------
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    record = session.config.stash.get(VM_RECORD_KEY, None)
+    if record is not None and record.problems and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a stolen GPU must not pass
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    record = config.stash.get(VM_RECORD_KEY, None)
+    if record is None:
+        return
+    tr = terminalreporter
+    tr.section("dbc-accept: the test VM", sep="-", red=bool(record.problems))
+    for line in summary_lines(record):
+        tr.write_line(line)
+
+
+def summary_lines(record: VmRecord) -> list[str]:
+    """What the terminal says about the test VM's life."""
+    lines = [f"removed leftover of an earlier run: {s}" for s in record.swept]
+    if record.domain:
+        how = f", login by {record.login}" if record.login else ""
+        lines.append(f"{record.domain} at {record.address or 'no address'}{how}")
+    if record.timings:
+        lines.append("times: " + ", ".join(f"{k} {v:.1f} s" for k, v in record.timings.items()))
+    lines += record.notes
+    if record.torn_down:
+        lines.append("torn down: " + ", ".join(record.torn_down))
+    lines += [f"PROBLEM: {p}" for p in record.problems]
+    return lines
