@@ -402,6 +402,8 @@ def test_libvirtd_gone_at_teardown_is_reported_then_retried(conn: Any, template:
     good = vm.spec
     vm._close()
     vm.spec = replace(good, uri="qemu+tcp://127.0.0.1:1/system")  # nothing listens there
+    with pytest.raises(VmError, match="does not answer"):
+        vm.is_alive()
     problems = vm.teardown()
     assert len(problems) == 1 and "could not reach libvirt" in problems[0]
     assert "dbc-accept cleanup" in problems[0]

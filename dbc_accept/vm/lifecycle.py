@@ -171,12 +171,18 @@ class TestVm:
         return dom
 
     def is_alive(self) -> bool:
-        """True while the domain exists and runs."""
+        """True while the domain exists and runs; VmError when libvirt cannot tell."""
+        libvirt = lv()
         try:
             dom = self._domain()
             return bool(dom is not None and dom.isActive())
-        except (VmError, lv().libvirtError):
-            return False
+        except VmError:
+            return False  # the name is no longer ours: our VM is gone
+        except libvirt.libvirtError as exc:
+            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise VmError(f"libvirt at {self.spec.uri} does not answer: {message(exc)}",
+                          "libvirtd.connect") from None
 
     def domain_xml(self) -> str:
         """The live domain XML ("" when the domain is gone)."""
