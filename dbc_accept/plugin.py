@@ -115,6 +115,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if not os.path.isdir(snapshot):
             raise pytest.UsageError(f"--snapshot {snapshot}: no such folder")
         nodes(config)  # a snapshot of the wrong format is a usage error, reported now
+    elif getattr(config.option, "hosts", None) or getattr(config.option, "ansible_inventory", None):
+        nodes(config)  # a bad --hosts is a usage error now, not a collection error later
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

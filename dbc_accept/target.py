@@ -16,8 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from dbc_accept.verdict import FactError
+
 NOT_FOUND_RC = 127
 TIMEOUT_RC = 124
+SSH_FAILED_RC = 255  # what ssh(1) exits with when it could not connect or log in
 
 
 @dataclass(frozen=True)
@@ -131,52 +134,84 @@ class LocalTarget:
         return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
 
+# `cat`, `ls` and `readlink` messages under LC_ALL=C -> the OSError LocalTarget would raise.
+_ERRORS: tuple[tuple[str, type[OSError]], ...] = (
+    ("No such file or directory", FileNotFoundError),
+    ("Permission denied", PermissionError),
+    ("Operation not permitted", PermissionError),
+    ("Is a directory", IsADirectoryError),
+    ("Not a directory", NotADirectoryError),
+)
+
+
+def _os_error(path: str, stderr: str) -> OSError:
+    """The OSError LocalTarget raises for the error a remote tool printed."""
+    for text, kind in _ERRORS:
+        if text in stderr:
+            return kind(path)
+    last = stderr.strip().splitlines()
+    return OSError(f"{path}: {last[-1] if last else 'unreadable'}")
+
+
 class TestinfraTarget:
-    """Any host pytest-testinfra reaches (ssh, paramiko, ansible, docker, ...)."""
+    """Any host pytest-testinfra reaches (ssh, paramiko, ansible, docker, ...).
+
+    Each operation is one remote command run under ``LC_ALL=C``, so the tools' error
+    messages can be mapped to the exceptions :class:`LocalTarget` raises.
+    """
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Any, name: str | None = None) -> None:
         self._host = host
-        self.name: str = host.backend.get_pytest_id()
+        self.name: str = name or host.backend.get_pytest_id()
+        self._unreachable: FactError | None = None
 
-    def _check(self, path: str, kind: str) -> None:
-        # One round trip that tells "missing" from "unreadable" from "wrong kind".
-        script = (
-            'p=$1; if [ ! -e "$p" ] && [ ! -L "$p" ]; then exit 2; fi; '
-            'if [ "$2" = dir ] && [ ! -d "$p" ]; then exit 3; fi; '
-            'if [ ! -r "$p" ]; then exit 4; fi; exit 0'
-        )
-        rc = self._host.run("sh -c %s _ %s %s", script, path, kind).rc
-        errors: dict[int, type[OSError]] = {
-            2: FileNotFoundError, 3: NotADirectoryError, 4: PermissionError,
-        }
-        if rc in errors:
-            raise errors[rc](path)
+    def _exec(self, line: str, *args: str) -> tuple[int, str, str]:
+        # A host that cannot be reached fails every fact at once (not after a time-out each)
+        # and never as an OSError, which gatherers would take for a missing file.
+        if self._unreachable is not None:
+            raise self._unreachable
+        try:
+            out = self._host.run(line, *args)
+        except Exception as exc:  # paramiko, socket and backend errors alike
+            self._unreachable = FactError(self.name, f"cannot connect: {exc or type(exc).__name__}")
+            raise self._unreachable from None
+        if out.rc == SSH_FAILED_RC and self._host.backend.NAME in ("ssh", "safe-ssh") and (
+                out.stderr_bytes.startswith(b"ssh:") or b"Permission denied (" in out.stderr_bytes):
+            why = out.stderr_bytes.decode("utf-8", errors="replace").strip()
+            self._unreachable = FactError(self.name, f"cannot connect: {why}")
+            raise self._unreachable
+        stdout = out.stdout_bytes.decode("utf-8", errors="replace")
+        stderr = out.stderr_bytes.decode("utf-8", errors="replace")
+        return int(out.rc), stdout, stderr
 
     def read_text(self, path: str) -> str:
-        out = self._host.run("cat -- %s", path)
-        if out.rc != 0:
-            self._check(path, "file")
-            raise OSError(f"{path}: {out.stderr.strip()}")
-        return str(out.stdout)
+        rc, stdout, stderr = self._exec("LC_ALL=C cat -- %s", path)
+        if rc != 0:
+            raise _os_error(path, stderr)
+        return stdout
 
     def read_link(self, path: str) -> str:
-        out = self._host.run("readlink -- %s", path)
-        if out.rc != 0:
-            self._check(path, "link")
-            raise OSError(22, "Invalid argument: not a symbolic link", path)
-        return str(out.stdout).rstrip("\n")
+        # `readlink` without -f says nothing about why it failed: ask `ls -d` then.
+        rc, stdout, _ = self._exec("LC_ALL=C readlink -- %s", path)
+        if rc == 0:
+            return stdout[:-1] if stdout.endswith("\n") else stdout
+        rc, _, stderr = self._exec("LC_ALL=C ls -d -- %s", path)
+        if rc != 0:
+            raise _os_error(path, stderr)
+        raise OSError(22, "Invalid argument: not a symbolic link", path)
 
     def list_dir(self, path: str) -> list[str]:
-        out = self._host.run("ls -A1 -- %s", path)
-        if out.rc != 0:
-            self._check(path, "dir")
-            raise OSError(f"{path}: {out.stderr.strip()}")
-        self._check(path, "dir")
-        return sorted(line for line in str(out.stdout).splitlines() if line)
+        # The trailing slash makes ls refuse a file (as os.listdir does) and follow a link.
+        rc, stdout, stderr = self._exec("LC_ALL=C ls -A1 -- %s", path.rstrip("/") + "/")
+        if rc != 0:
+            raise _os_error(path, stderr)
+        return sorted(line for line in stdout.splitlines() if line)
 
     def run(self, argv: Sequence[str], timeout: float = 30.0) -> CommandResult:
-        line = f"LC_ALL=C timeout {max(1, int(timeout))} " + " ".join(["%s"] * len(argv))
-        out = self._host.run(line, *argv)
-        return CommandResult(tuple(argv), int(out.rc), str(out.stdout), str(out.stderr))
+        line = f"LC_ALL=C LANG=C timeout {max(1, int(timeout))} " + " ".join(["%s"] * len(argv))
+        rc, stdout, stderr = self._exec(line, *argv)
+        if rc == TIMEOUT_RC:
+            stderr = stderr or f"timed out after {timeout:g} s"
+        return CommandResult(tuple(argv), rc, stdout, stderr)
