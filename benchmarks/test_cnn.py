@@ -18,6 +18,7 @@ def test_cnn(cnn_bench: CnnBench, bench_run: RunSpec,
              record_property: Callable[[str, Any], None]) -> None:
     r = cnn_bench.judged(bench_run)
     record_property("dbc_bench", r.row)
+    record_property("dbc_guest_env", cnn_bench.probe.env)
     observe(images_per_s=r.row["images_per_s"], cv=r.row["cv"], batch=r.row["batch"],
             gpus=r.row["world"], dtype=r.row["dtype"], steps=r.row["steps"],
             reference=r.comparison.reference.describe() if r.comparison.reference else None)

@@ -99,3 +99,26 @@ def test_real_probe_without_a_gpu_skips_saying_so(pytester: pytest.Pytester) -> 
         "-k", "resnet50", "--no-report", "-rs")
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*no CUDA GPU in the guest local*is_available() is False*"])
+
+
+def test_benchmark_report_table_and_plot(pytester: pytest.Pytester) -> None:
+    setup(pytester)
+    result = pytester.runpytest_inprocess(
+        "benchmarks", "-m", "benchmark", "--guest", "local", "--bench-profile", "quick",
+        "--fake-probe", str(fake_probe(pytester)), "--report-dir", "out")
+    result.assert_outcomes(passed=7, failed=2, skipped=1)
+    [folder] = list((pytester.path / "out").iterdir())
+    rows = (folder / "bench.csv").read_text().splitlines()
+    assert rows[0].startswith("id,gpu,gpus,model,mode,precision") and len(rows) == 1 + 9
+    doc = json.loads((folder / "bench.json").read_text())
+    assert {r["verdict"] for r in doc["rows"]} == {"pass", "fail", "no reference"}
+    assert set(doc["time_split_s"]) == {"setup_s", "warmup_s", "measure_s"}
+    assert (folder / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (folder / "report.html").read_text()
+    assert "CNN benchmark" in html and "data:image/png;base64," in html
+    assert json.loads((folder / "system_info.json").read_text())["guest"]["torch"] == "2.11.0"
+    tests = json.loads((folder / "results.json").read_text())["tests"]
+    slow = next(t for t in tests if "resnet50-train" in t["id"])
+    assert slow["outcome"] == "failed" and "4,288 images/s" in slow["expected"]
+    assert slow["bench"]["ratio"] == pytest.approx(0.7, abs=0.01)
+    result.stdout.fnmatch_lines(["*cnn benchmark: 9 runs; set-up 3 s, warm-up 9 s, measured *"])

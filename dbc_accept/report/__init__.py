@@ -1,1 +1,9 @@
-"""The run's report: pytest-html extras and the result folder."""
+"""The run's report: pytest-html extras, the result folder, the plot.
+
+Fixtures add texts with :func:`attach` and secrets with :func:`add_secret`.
+"""
+
+from dbc_accept.report.attachments import attach
+from dbc_accept.report.redact import add_secret
+
+__all__ = ["add_secret", "attach"]

@@ -1,0 +1,70 @@
+"""What the report says about the machine: node, GPUs, driver, CUDA, software versions."""
+
+from __future__ import annotations
+
+import platform
+import re
+from importlib import metadata
+from typing import Any
+
+from dbc_accept.target import Target
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def gpu_info(target: Target) -> dict[str, Any]:
+    """GPUs, driver and CUDA as ``nvidia-smi`` on the node tells them (empty when absent)."""
+    query = target.run(["nvidia-smi", "--query-gpu=index,name,driver_version,memory.total,"
+                        "pci.bus_id", "--format=csv,noheader"], timeout=20)
+    if not query.ok:
+        return {"nvidia_smi": query.describe()}
+    gpus = []
+    for line in query.stdout.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 5:
+            gpus.append(dict(zip(("index", "name", "driver", "memory", "bus_id"), parts,
+                                 strict=True)))
+    head = target.run(["nvidia-smi"], timeout=20)
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", head.stdout) if head.ok else None
+    return {"gpus": gpus, "driver": gpus[0]["driver"] if gpus else "",
+            "cuda": cuda.group(1) if cuda else ""}
+
+
+def system_info(node: str, target: Target | None) -> dict[str, Any]:
+    """Everything the environment table and system_info.json show."""
+    info: dict[str, Any] = {
+        "node": node,
+        "dbc_accept": _version("dbc-accept"),
+        "python": platform.python_version(),
+        "pytest": _version("pytest"),
+        "torch (controller)": _version("torch"),
+    }
+    if target is not None:
+        info["target"] = target.name
+        try:
+            info["kernel"] = target.read_text("/proc/sys/kernel/osrelease").strip()
+        except OSError as exc:
+            info["kernel"] = f"could not read /proc/sys/kernel/osrelease: {exc}"
+        info.update(gpu_info(target))
+    return info
+
+
+def environment_rows(info: dict[str, Any]) -> dict[str, str]:
+    """The rows added to pytest-html's environment table."""
+    gpus = info.get("gpus") or []
+    names = sorted({g["name"] for g in gpus})
+    return {
+        "Node": str(info.get("node", "")),
+        "GPUs": f"{len(gpus)} x {', '.join(names)}" if gpus else
+                str(info.get("nvidia_smi", "none found")),
+        "Driver": str(info.get("driver", "")),
+        "CUDA": str(info.get("cuda", "")),
+        "torch": str(info.get("torch (controller)", "")),
+        "Kernel": str(info.get("kernel", "")),
+        "dbc-accept": str(info.get("dbc_accept", "")),
+    }
