@@ -166,12 +166,36 @@ fee00000-fee00fff : Local APIC
 """
 
 
+GRUB = """\
+# If you change this file, run 'update-grub' afterwards to update
+# /boot/grub/grub.cfg.
+# For full documentation of the options in this file, see:
+#   info -f grub -n 'Simple configuration'
+
+GRUB_DEFAULT=0
+GRUB_TIMEOUT_STYLE=hidden
+GRUB_TIMEOUT=0
+GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
+GRUB_CMDLINE_LINUX_DEFAULT="{0}"
+GRUB_CMDLINE_LINUX="{1}"
+
+# Uncomment to enable BadRAM filtering, modify to suit your needs
+# This works with Linux (no patch required) and with any kernel that obtains
+# the memory map information from GRUB (GNU Mach, kernel of FreeBSD ...)
+#GRUB_BADRAM="0x01234567,0xfefefefe,0x89abcdef,0xefefefef"
+
+# Uncomment to disable graphical terminal (grub-pc only)
+#GRUB_TERMINAL=console
+"""
+
+
 @dataclass
 class Node:
     name: str
     os_release: str
     cpuinfo: str
     cmdline: str
+    grub: tuple[str, str]  # GRUB_CMDLINE_LINUX_DEFAULT, GRUB_CMDLINE_LINUX
     functions: list[Function]
     acpi_tables: list[str]
     modules: list[str]
@@ -230,6 +254,7 @@ def build(node: Node) -> Path:
     write(root, "/etc/os-release", node.os_release)
     write(root, "/proc/cpuinfo", node.cpuinfo)
     write(root, "/proc/cmdline", node.cmdline + "\n")
+    write(root, "/etc/default/grub", GRUB.format(*node.grub))
     write(root, "/sys/module/kvm/parameters/ignore_msrs", "Y\n")
     shutil.rmtree(root / "fs/sys/firmware/acpi/tables", ignore_errors=True)
     for table in node.acpi_tables:
@@ -274,6 +299,8 @@ def main() -> None:
                 "root=UUID=6f2d1c3e-8a4b-4f7e-9c1d-2b3a4c5d6e7f ro quiet splash "
                 "intel_iommu=on iommu=pt rd.driver.pre=vfio-pci quiet splash intel_iommu=on "
                 "kvm.ignore_msrs=1 vfio-pci.ids=10de:2204,10de:1aef",
+        grub=("quiet splash intel_iommu=on kvm.ignore_msrs=1 vfio-pci.ids=10de:2204,10de:1aef",
+              "quiet splash intel_iommu=on iommu=pt rd.driver.pre=vfio-pci"),
         functions=intel_functions(),
         acpi_tables=["APIC", "BERT", "DMAR", "DSDT", "FACP", "HEST", "HPET", "MCFG", "SRAT"],
         modules=["kvm_intel 372736 0 - Live 0xffffffffc0b3e000",
@@ -289,6 +316,8 @@ def main() -> None:
         cmdline="BOOT_IMAGE=/vmlinuz-5.4.0-167-generic "
                 "root=/dev/mapper/ubuntu--vg-ubuntu--lv ro quiet splash amd_iommu=on "
                 "iommu=pt rd.driver.pre=vfio-pci quiet splash amd_iommu=on kvm.ignore_msrs=1",
+        grub=("quiet splash amd_iommu=on kvm.ignore_msrs=1",
+              "quiet splash amd_iommu=on iommu=pt rd.driver.pre=vfio-pci"),
         functions=amd_functions(),
         acpi_tables=["APIC", "BERT", "CDIT", "DSDT", "FACP", "HEST", "IVRS", "MCFG", "SRAT"],
         modules=["kvm_amd 98304 0 - Live 0xffffffffc0b1c000",

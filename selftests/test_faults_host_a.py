@@ -93,6 +93,21 @@ def turing_usb_functions(s: Snapshot) -> None:
         s.link(f"/sys/bus/pci/devices/{bdf}", f"../../../devices/pci0000:16/0000:16:00.0/{bdf}")
 
 
+def manual_binding_only(s: Snapshot) -> None:
+    for path in ("/proc/cmdline", "/etc/default/grub"):
+        s.replace(path, " vfio-pci.ids=10de:2204,10de:1aef", "")
+
+
+def audio_id_not_persisted(s: Snapshot) -> None:
+    for path in ("/proc/cmdline", "/etc/default/grub"):
+        s.replace(path, "vfio-pci.ids=10de:2204,10de:1aef", "vfio-pci.ids=10de:2204")
+
+
+def grub_set_not_rebooted(s: Snapshot) -> None:
+    # The ids are in /etc/default/grub for the next boot; this boot was bound by hand.
+    s.replace("/proc/cmdline", " vfio-pci.ids=10de:2204,10de:1aef", "")
+
+
 def fb_on_bar(name: str) -> Callable[[Snapshot], None]:
     def mutate(s: Snapshot) -> None:
         s.replace("/proc/iomem", "    383fe0000000-383fefffffff : vfio-pci\n",
@@ -158,11 +173,9 @@ FAULTS = [
           | {"test_gpu_vfio.py::test_iommu_group_isolated[group31]"}, fix="vfio-pci"),
     Fault("nic-shares-gpu-group", nic_in_gpu_group,
           {"test_gpu_vfio.py::test_iommu_group_isolated[group21]"}, fix="IOMMU group"),
-    Fault("manual-binding-only", lambda s: s.replace(
-              "/proc/cmdline", " vfio-pci.ids=10de:2204,10de:1aef", ""),
+    Fault("manual-binding-only", manual_binding_only,
           warned=vfio("test_vfio_binding_persisted", INTEL_FUNCTIONS), fix="vfio-pci.ids="),
-    Fault("audio-id-not-persisted", lambda s: s.replace(
-              "/proc/cmdline", "vfio-pci.ids=10de:2204,10de:1aef", "vfio-pci.ids=10de:2204"),
+    Fault("audio-id-not-persisted", audio_id_not_persisted,
           warned=vfio("test_vfio_binding_persisted", INTEL_FUNCTIONS[1::2]),
           fix="lost at reboot"),
     Fault("turing-usb-functions-not-on-vfio", turing_usb_functions,
@@ -170,6 +183,10 @@ FAULTS = [
           | {"test_gpu_vfio.py::test_iommu_group_isolated[group21]"},
           warned=vfio("test_vfio_binding_persisted", ["0000:17:00.2", "0000:17:00.3"]),
           fix="vfio-pci"),
+    Fault("grub-has-ids-not-yet-booted", grub_set_not_rebooted),
+    Fault("grub-garbage", lambda s: s.append("/etc/default/grub", 'GRUB_CMDLINE_LINUX="x\n'),
+          failed=vfio("test_vfio_binding_persisted", INTEL_FUNCTIONS),
+          fix="could not parse /etc/default/grub"),
     Fault("nouveau-loaded", lambda s: s.append(
               "/proc/modules", "nouveau 2306048 0 - Live 0xffffffffc1a00000\n"),
           {"test_host_drivers.py::test_driver_not_loaded[nouveau]"}, fix="blacklist"),

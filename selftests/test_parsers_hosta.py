@@ -20,9 +20,11 @@ from dbc_accept.facts.cpu import (
 from dbc_accept.facts.iomem import gather_iomem, parse_iomem
 from dbc_accept.facts.kernel import (
     gather_bar_reserve_errors,
+    gather_grub_cmdline,
     gather_modprobe_config,
     parse_bar_reserve_errors,
     parse_cmdline,
+    parse_grub_default,
     parse_modprobe_conf,
     parse_modules,
     persisted_vfio_ids,
@@ -208,6 +210,27 @@ def test_modprobe_config_and_persisted_ids() -> None:
     intel = parse_cmdline("vfio-pci.ids=10DE:2204:ffffffff:ffffffff,10de:1aef,bogus")
     assert persisted_vfio_ids(intel, gather_modprobe_config(DictTarget({}))) == {
         "10de:2204", "10de:1aef"}
+
+
+def test_grub_default_of_the_snapshot() -> None:
+    grub = gather_grub_cmdline(INTEL)
+    assert grub.get("vfio_pci.ids") == "10de:2204,10de:1aef"
+    assert grub.values("iommu") == ["pt"] and grub.has("rd.driver.pre")
+    assert not grub.has("GRUB_DISTRIBUTOR")
+
+
+def test_grub_d_appends_and_bad_quotes() -> None:
+    host = DictTarget({
+        "/etc/default/grub": 'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\nGRUB_CMDLINE_LINUX=""\n',
+        "/etc/default/grub.d/vfio.cfg":
+            'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} vfio-pci.ids=10de:2231"\n',
+        "/etc/default/grub.d/README": "GRUB_CMDLINE_LINUX=ignored\n",
+    })
+    grub = gather_grub_cmdline(host)
+    assert [k for k, _ in grub.params] == ["quiet", "splash", "vfio_pci.ids"]
+    assert parse_grub_default("GRUB_CMDLINE_LINUX='a b' # c\n") == {"GRUB_CMDLINE_LINUX": "a b"}
+    with pytest.raises(ValueError, match="unbalanced"):
+        parse_grub_default('GRUB_CMDLINE_LINUX="a\n')
 
 
 def test_bar_reserve_errors_of_the_guide() -> None:

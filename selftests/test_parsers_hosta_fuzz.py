@@ -21,10 +21,12 @@ from dbc_accept.facts.cpu import (
 from dbc_accept.facts.iomem import gather_iomem, parse_iomem
 from dbc_accept.facts.kernel import (
     gather_bar_reserve_errors,
+    gather_grub_cmdline,
     gather_loaded_modules,
     gather_modprobe_config,
     parse_bar_reserve_errors,
     parse_cmdline,
+    parse_grub_default,
     parse_modprobe_conf,
     parse_modules,
     persisted_vfio_ids,
@@ -42,19 +44,25 @@ from selftests.test_parsers_hosta import DictTarget
 
 # Text that looks a little like the real thing: digits, hex, separators, newlines, tabs.
 TOKENS = [*"0123456789abcdefx:-. =\t\n[]{}\"',#;\\/\x00é", "vfio-pci", "BAR", " : ", "  ",
-          "flags", "processor", "0000:01:00.0", "can't reserve", "blacklist", "options", "ids=",
-          "vesafb"]
+          "flags", "processor", "GRUB_CMDLINE_LINUX=", "${GRUB_CMDLINE_LINUX}", "0000:01:00.0",
+          "can't reserve", "blacklist", "options", "ids=", "vesafb"]
 LIKELY = st.lists(st.sampled_from(TOKENS), max_size=80).map("".join)
 TEXT = st.one_of(st.text(max_size=300), LIKELY)
 
+
+
+def parse_class(text: str) -> int:
+    return parse_hex(text, 24)
+
+
 PARSERS: list[Callable[[str], Any]] = [
     parse_cpuinfo, parse_kvm_probe, parse_cmdline, parse_modules, parse_modprobe_conf,
-    parse_bar_reserve_errors, parse_iomem, parse_resource, lambda t: parse_hex(t, 24),
+    parse_bar_reserve_errors, parse_grub_default, parse_iomem, parse_resource, parse_class,
     parse_sysctl_conf, parse_modules_load,
 ]
 
 
-@pytest.mark.parametrize("parser", PARSERS, ids=lambda p: getattr(p, "__name__", "parse_hex"))
+@pytest.mark.parametrize("parser", PARSERS, ids=lambda p: str(p.__name__))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=TEXT)
 def test_parser_takes_garbage(parser: Callable[[str], Any], data: str) -> None:
@@ -71,8 +79,8 @@ def test_persisted_ids_take_garbage(cmdline: str, conf: str) -> None:
 
 
 GATHERERS = [gather_cpuinfo, gather_ignore_msrs, gather_kvm, gather_iomem,
-             gather_bar_reserve_errors, gather_loaded_modules, gather_modprobe_config,
-             gather_pci_devices, gather_sysctl_config, gather_modules_load]
+             gather_bar_reserve_errors, gather_grub_cmdline, gather_loaded_modules,
+             gather_modprobe_config, gather_pci_devices, gather_sysctl_config, gather_modules_load]
 BDF = "0000:01:00.0"
 
 
@@ -83,8 +91,8 @@ def test_gatherers_turn_garbage_into_fact_errors(data: str, rc: int) -> None:
     files = {p: data for p in (
         "/proc/cpuinfo", "/proc/cmdline", "/proc/iomem", "/proc/modules",
         "/sys/module/kvm/parameters/ignore_msrs", "/etc/modprobe.d/a.conf", "/etc/sysctl.conf",
-        "/etc/sysctl.d/99.conf", "/etc/modules", f"{dev}/vendor", f"{dev}/device",
-        f"{dev}/class", f"{dev}/resource")}
+        "/etc/sysctl.d/99.conf", "/etc/modules", "/etc/default/grub", f"{dev}/vendor",
+        f"{dev}/device", f"{dev}/class", f"{dev}/resource")}
     commands = {name: CommandResult((name,), rc, data, data) for name in ("python3", "dmesg")}
     host = DictTarget(files, commands, links={f"{dev}/driver": data, f"{dev}/iommu_group": data})
     for gatherer in GATHERERS:

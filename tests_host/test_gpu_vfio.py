@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 
 from dbc_accept.facts import HostFacts
-from dbc_accept.facts.kernel import gather_cmdline, gather_modprobe_config, persisted_vfio_ids
+from dbc_accept.facts.kernel import (
+    gather_cmdline,
+    gather_grub_cmdline,
+    gather_modprobe_config,
+    persisted_vfio_ids,
+)
 from dbc_accept.facts.pci import (
     VFIO_DRIVER,
     PciFunction,
@@ -49,10 +54,11 @@ def test_function_on_vfio(node: HostFacts, item: PciFunction) -> None:
 
 @each(_nvidia_functions, empty="no NVIDIA PCI function on this node")
 def test_vfio_binding_persisted(node: HostFacts, item: PciFunction) -> None:
-    ids = persisted_vfio_ids(node.get(gather_cmdline), node.get(gather_modprobe_config))
+    ids = persisted_vfio_ids(node.get(gather_cmdline), node.get(gather_modprobe_config),
+                             node.get(gather_grub_cmdline))
     check(item.pci_id in ids, "gpu.vfio_persistent",
-          observed=f"{item.pci_id} ({item.bdf}) is in neither vfio-pci.ids= on /proc/cmdline "
-                   f"nor `options vfio-pci ids=` in /etc/modprobe.d "
+          observed=f"{item.pci_id} ({item.bdf}) is in no vfio-pci.ids= (/proc/cmdline, "
+                   f"/etc/default/grub) and no `options vfio-pci ids=` (/etc/modprobe.d) "
                    f"(persisted ids: {', '.join(sorted(ids)) or 'none'})",
           expected=f"vfio-pci claims {item.pci_id} at every boot", level="warn")
 

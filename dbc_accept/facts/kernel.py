@@ -14,6 +14,7 @@ CMDLINE = "/proc/cmdline"
 MODULES = "/proc/modules"
 MODPROBE_D = "/etc/modprobe.d"
 DMESG_ARGV = ("dmesg",)
+GRUB_DEFAULT = "/etc/default/grub"
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,54 @@ def _id_pairs(spec: str) -> set[str]:
     return pairs
 
 
-def persisted_vfio_ids(cmdline: KernelCmdline, modprobe: ModprobeConfig) -> set[str]:
-    """The vendor:device ids that vfio-pci claims at every boot (cmdline or modprobe.d)."""
+_GRUB_VARS = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
+_GRUB_ASSIGN = re.compile(r"^\s*(?:export\s+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)$")
+
+
+def parse_grub_default(text: str, values: dict[str, str] | None = None) -> dict[str, str]:
+    """The kernel command line variables of /etc/default/grub (a shell file, sourced).
+
+    Only the two variables update-grub puts on the kernel's line are read; `$VAR` and
+    `${VAR}` of those two are expanded, as a grub.d file appending to them needs.
+    """
+    found = dict(values or {})
+    for line in text.splitlines():
+        m = _GRUB_ASSIGN.match(line)
+        if not m:
+            continue
+        raw = re.sub(r"\$\{?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)\}?",
+                     lambda v: found.get(v.group(1), ""), m.group(2))
+        try:
+            words = shlex.split(raw, comments=True)
+        except ValueError:
+            raise ValueError(f"unbalanced quotes: {line.strip()[:60]!r}") from None
+        found[m.group(1)] = " ".join(words)
+    return found
+
+
+def gather_grub_cmdline(target: Target) -> KernelCmdline:
+    """The command line the next boot gets from /etc/default/grub (and grub.d/*.cfg)."""
+    values: dict[str, str] = {}
+    paths = [GRUB_DEFAULT] + [f"{GRUB_DEFAULT}.d/{n}"
+                              for n in list_optional(target, f"{GRUB_DEFAULT}.d")
+                              if n.endswith(".cfg")]
+    for path in paths:
+        text = read_optional(target, path)
+        try:
+            values = parse_grub_default(text or "", values)
+        except ValueError as exc:
+            raise FactError(path, str(exc), verb="parse") from None
+    return parse_cmdline(" ".join(values.get(v, "") for v in _GRUB_VARS))
+
+
+def persisted_vfio_ids(cmdline: KernelCmdline, modprobe: ModprobeConfig,
+                       grub: KernelCmdline | None = None) -> set[str]:
+    """The vendor:device ids vfio-pci claims at boot: `vfio-pci.ids=` on this boot's or the
+    next boot's (GRUB) command line, or `options vfio-pci ids=` in modprobe.d."""
     ids = set()
-    for spec in cmdline.values("vfio_pci.ids"):
-        ids |= _id_pairs(spec)
+    for line in (cmdline, grub or parse_cmdline("")):
+        for spec in line.values("vfio_pci.ids"):
+            ids |= _id_pairs(spec)
     for word in modprobe.module_options("vfio-pci"):
         key, _, value = word.partition("=")
         if key == "ids":
@@ -186,5 +230,5 @@ def gather_bar_reserve_errors(target: Target) -> list[BarReserveError]:
     return parse_bar_reserve_errors(result.stdout)
 
 
-GATHERERS = [gather_cmdline, gather_loaded_modules, gather_modprobe_config,
-             gather_bar_reserve_errors]
+GATHERERS = [gather_cmdline, gather_grub_cmdline, gather_loaded_modules,
+             gather_modprobe_config, gather_bar_reserve_errors]
