@@ -49,7 +49,7 @@ def test_nvidia_gpu_present(node: HostFacts) -> None:
 def test_function_on_vfio(node: HostFacts, item: PciFunction) -> None:
     check(item.driver == VFIO_DRIVER, "gpu.vfio_bound",
           observed=f"{item.describe()}",
-          expected=f"{item.bdf} bound to {VFIO_DRIVER}")
+          expected=f"{item.bdf} bound to {VFIO_DRIVER} (its id {item.pci_id} in vfio-pci.ids=)")
 
 
 @each(_nvidia_functions, empty="no NVIDIA PCI function on this node")
