@@ -125,7 +125,13 @@ def run_host_checks(snapshot: str | os.PathLike[str], files: Sequence[str] = (),
     args = ["-m", "host", "--snapshot", str(snapshot), "-q", "-p", "no:cacheprovider",
             "--no-report", "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml"),
             *extra_args, *paths]
-    rc = pytest.main(args, plugins=[collector])
+    # Options from the environment (`-n auto` for the selftests) are not for this run.
+    saved = os.environ.pop("PYTEST_ADDOPTS", None)
+    try:
+        rc = pytest.main(args, plugins=[collector])
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_ADDOPTS"] = saved
     if rc not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and not collector.results:
         raise RuntimeError(f"pytest {' '.join(args)} ended with {rc!r} and ran nothing")
     return collector.results
