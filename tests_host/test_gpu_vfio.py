@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from dbc_accept.facts import HostFacts
@@ -64,8 +62,8 @@ def test_vfio_binding_persisted(node: HostFacts, item: PciFunction) -> None:
 
 
 @each(_gpu_groups, empty="no IOMMU group holds an NVIDIA function")
-def test_iommu_group_isolated(node: HostFacts, item: list[Any]) -> None:
-    members: list[PciFunction] = item
+def test_iommu_group_isolated(node: HostFacts, item: list[PciFunction]) -> None:
+    members = item
     strays = [f for f in members if f.driver != VFIO_DRIVER and not f.is_bridge]
     observe(members=[f.describe() for f in members])
     check(not strays, "gpu.iommu_group",
