@@ -63,6 +63,12 @@ def no_iommu_groups(s: Snapshot) -> None:
         s.delete(f"/sys/bus/pci/devices/{bdf}/iommu_group")
 
 
+def no_intel_iommu(s: Snapshot) -> None:
+    # Ubuntu's 5.15 kernel leaves the Intel IOMMU off without intel_iommu=on: no groups.
+    s.replace("/proc/cmdline", "intel_iommu=on ", "")
+    no_iommu_groups(s)
+
+
 def no_nvidia(s: Snapshot) -> None:
     for bdf in INTEL_FUNCTIONS:
         s.delete(f"/sys/bus/pci/devices/{bdf}")
@@ -155,8 +161,12 @@ FAULTS = [
           warned={"test_virtualization.py::test_kvm_ignore_msrs"}, fix="kvm.ignore_msrs=1"),
     Fault("no-dmar", lambda s: s.delete("/sys/firmware/acpi/tables/DMAR"),
           {"test_iommu.py::test_iommu_in_firmware"}, fix="VT-d"),
-    Fault("no-intel-iommu", lambda s: s.replace("/proc/cmdline", "intel_iommu=on ", ""),
-          {"test_iommu.py::test_iommu_on_cmdline"}, fix="intel_iommu=on"),
+    Fault("no-intel-iommu", no_intel_iommu,
+          {"test_iommu.py::test_iommu_on_cmdline", "test_iommu.py::test_iommu_groups"},
+          skipped={"test_gpu_vfio.py::test_iommu_group_isolated[none]"}, fix="intel_iommu=on"),
+    Fault("no-intel-iommu-default-on", lambda s: s.replace("/proc/cmdline", "intel_iommu=on ",
+                                                           ""),
+          warned={"test_iommu.py::test_iommu_on_cmdline"}, fix="intel_iommu=on"),
     Fault("intel-iommu-off", lambda s: s.replace("/proc/cmdline", "splash intel_iommu=on kvm",
                                                  "splash intel_iommu=off kvm"),
           {"test_iommu.py::test_iommu_on_cmdline"}, fix="intel_iommu=on"),
