@@ -87,7 +87,8 @@ def test_every_step_is_timed(probe: ModuleType) -> None:
     result = probe.run_one(run, cpu_env(probe), "cpu", build=lambda name: Tiny(sleep_s=0.02))
     assert len(result["times_s"]) == 6
     summary = summarize(result["times_s"], 4)
-    assert 0.02 <= summary.median_s < 0.05
+    assert summary.median_s >= 0.02  # never shorter than the work (a loaded CI may stretch it)
+    assert 6 * 0.02 <= sum(result["times_s"]) <= result["measure_s"]
     assert summary.images_per_s == pytest.approx(4 / summary.median_s)
 
 
@@ -95,6 +96,23 @@ def test_step_count_follows_the_time_budget(probe: ModuleType) -> None:
     run = spec(mode="infer", steps_min=2, steps_max=50, measure_s=0.1)
     result = probe.run_one(run, cpu_env(probe), "cpu", build=lambda name: Tiny(sleep_s=0.01))
     assert 2 <= len(result["times_s"]) < 50  # the budget, not steps_max, ended it
+
+
+def test_auxiliary_outputs_take_part_in_the_loss(probe: ModuleType) -> None:
+    class WithAux(Tiny):  # as inception_v3 and googlenet train: (logits, aux logits)
+        def __init__(self) -> None:
+            super().__init__()
+            self.aux = nn.Linear(4, 1000)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+            feats = self.conv(x).mean(dim=(2, 3))
+            return self.fc(feats), self.aux(feats)
+
+    model = WithAux()
+    before = model.aux.weight.detach().clone()
+    result = probe.run_one(spec(), cpu_env(probe), "cpu", build=lambda name: model)
+    assert result["status"] == "ok"
+    assert not torch.equal(before, model.aux.weight.detach())
 
 
 def test_mixed_precision_on_cpu_uses_bf16(probe: ModuleType) -> None:

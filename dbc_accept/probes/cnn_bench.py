@@ -142,7 +142,7 @@ def mixed_dtype(torch, env, precision):
 class Step:
     """One training or inference step of a model on synthetic data."""
 
-    def __init__(self, torch, model, spec, env, device, batch):
+    def __init__(self, torch, model, spec, env, device, batch, wrap=None):
         self.torch = torch
         self.train = spec["mode"] == "train"
         self.legacy = bool(spec.get("legacy"))
@@ -150,6 +150,8 @@ class Step:
         self.device = device
         fmt = torch.channels_last if spec.get("channels_last") and env["channels_last"] else None
         model = model.to(device, memory_format=fmt) if fmt is not None else model.to(device)
+        if wrap is not None:  # DDP/DataParallel last: they keep views of the final parameters
+            model = wrap(model)
         self.model = model.train() if self.train else model.eval()
         where = "cpu" if self.legacy else device
         size = int(spec.get("image", 224))
@@ -162,24 +164,30 @@ class Step:
         self.scaler = None
         if self.train and not self.legacy:  # DBC's benchmark never steps an optimizer
             self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            if self.dtype is torch.float16 and device == "cuda":
+            if self.dtype is torch.float16 and device.startswith("cuda"):
                 self.scaler = torch.cuda.amp.GradScaler()
         self.autocast = Autocast(torch, device.split(":")[0], self.dtype)
         no_grad = getattr(torch, "inference_mode", None) or torch.no_grad
         self.no_grad = no_grad
 
-    def _forward(self, x):
+    def _outputs(self, x):
         out = self.model(x)
-        return out[0] if isinstance(out, tuple) else out  # inception/googlenet aux outputs
+        # inception_v3 and googlenet also return auxiliary logits when training; every
+        # output takes part in the loss (as in real training, and as DDP requires)
+        outs = out if isinstance(out, tuple) else (out,)
+        return [o for o in outs if o is not None]
 
     def __call__(self):
         x = self.x.to(self.device, non_blocking=False) if self.legacy else self.x
         if not self.train:
             with self.no_grad(), self.autocast:
-                self._forward(x)
+                self._outputs(x)
             return
         with self.autocast:
-            loss = self.loss_fn(self._forward(x).float(), self.y)
+            outs = self._outputs(x)
+        loss = self.loss_fn(outs[0].float(), self.y)
+        for aux in outs[1:]:
+            loss = loss + 0.3 * self.loss_fn(aux.float(), self.y)
         if self.opt is not None:
             self.opt.zero_grad(set_to_none=True)
         elif self.legacy:
@@ -279,9 +287,7 @@ def _timed(torch, spec, env, device, build, batch, wrap):
             model = build(spec["model"])
     else:
         model = build(spec["model"])
-    if wrap is not None:
-        model = wrap(model.to(device))
-    step = Step(torch, model, spec, env, device, batch)
+    step = Step(torch, model, spec, env, device, batch, wrap)
     clock = Clock(torch, device.split(":")[0])
     clock.sync()
     setup = time.perf_counter() - t0
