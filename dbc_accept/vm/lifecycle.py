@@ -357,8 +357,15 @@ class TestVm:
     def _stop(self, dom: Any, graceful_timeout: float) -> None:
         libvirt = lv()
         if graceful_timeout > 0:
-            with contextlib.suppress(libvirt.libvirtError):  # no ACPI/agent: we destroy next
-                dom.shutdown()
+            # the guest agent powers off even a guest without ACPI button handling; qemu
+            # tries it first and falls back to the ACPI button
+            both = (libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT
+                    | libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            try:
+                dom.shutdownFlags(both)
+            except libvirt.libvirtError:
+                with contextlib.suppress(libvirt.libvirtError):  # no way: we destroy next
+                    dom.shutdown()
             deadline = time.monotonic() + graceful_timeout
             while time.monotonic() < deadline and dom.isActive():
                 time.sleep(0.25)
