@@ -371,6 +371,21 @@ def test_reaper_removes_only_tagged_leftovers(conn: Any, template: str) -> None:
         left.teardown()
 
 
+def test_reaper_leaves_runs_of_other_hosts_unless_forced(conn: Any) -> None:
+    name = domain_name(new_run_id(pid=_dead_pid()))
+    root = ET.fromstring(_decoy_xml(name, hostdev=None, tag=name.removeprefix("dbc-accept-")))
+    root.find(f"metadata/{{{NS}}}run").set("host", "controller-elsewhere")  # type: ignore[union-attr]
+    dom = conn.defineXML(ET.tostring(root, encoding="unicode"))
+    notes: list[str] = []
+    try:
+        assert not any(name in r for r in reaper.sweep(URI, log=notes.append))
+        assert any("controller-elsewhere" in n for n in notes)
+        assert any(name in r for r in reaper.sweep(URI, force=True))
+    finally:
+        if name in _names(conn):
+            dom.undefine()
+
+
 def test_run_liveness() -> None:
     assert reaper.run_is_live(new_run_id())
     assert not reaper.run_is_live(new_run_id(pid=_dead_pid()))

@@ -120,6 +120,11 @@ class _Sweep:
                 tag = _our_tag(dom)
                 if tag is None:
                     continue
+                if not self.force and tag.host and tag.host != socket.gethostname():
+                    self.live_runs.add(tag.run_id)
+                    self.log(f"left {dom.name()}: made from host {tag.host}, which may still "
+                             "be using it (force removes it)")
+                    continue
                 if not self.force and run_is_live(tag.run_id, tag.pid, tag.host,
                                                   _created_epoch(tag)):
                     self.live_runs.add(tag.run_id)
