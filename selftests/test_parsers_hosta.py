@@ -21,6 +21,7 @@ from dbc_accept.facts.iomem import gather_iomem, parse_iomem
 from dbc_accept.facts.kernel import (
     gather_bar_reserve_errors,
     gather_grub_cmdline,
+    gather_loaded_modules,
     gather_modprobe_config,
     parse_bar_reserve_errors,
     parse_cmdline,
@@ -192,6 +193,10 @@ def test_proc_modules() -> None:
     assert parse_modules("") == frozenset()
     with pytest.raises(ValueError):
         parse_modules("nvidia big 0 - Live\n")
+
+
+def test_no_proc_modules_means_none_loaded() -> None:
+    assert gather_loaded_modules(DictTarget({})) == frozenset()
 
 
 def test_modprobe_conf_lines() -> None:

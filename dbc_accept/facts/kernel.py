@@ -73,7 +73,10 @@ def parse_modules(text: str) -> frozenset[str]:
 
 
 def gather_loaded_modules(target: Target) -> frozenset[str]:
-    text = read(target, MODULES)
+    """Loaded modules; none when the kernel has no module support (no /proc/modules)."""
+    text = read_optional(target, MODULES)
+    if text is None:
+        return frozenset()
     try:
         return parse_modules(text)
     except ValueError as exc:
