@@ -7,7 +7,13 @@ Layout (see docs/snapshot.md)::
     DIR/cmd/<slug>.json  {"argv": [...], "rc": 0, "stdout": "...", "stderr": "..."}
 
 A path missing from the snapshot reads as missing on the host; a command missing from
-it behaves like a command that is not installed (rc 127).
+it behaves like a command that is not installed (rc 127). A captured folder listing is
+kept in ``<folder>/.dbc-listing`` (a JSON list of names), so that the folder lists the
+same names on replay even where an entry's content was not captured.
+
+Secrets never enter a snapshot: the value of any key that names a secret (see
+:data:`SECRET_KEY`) is replaced by ``redacted:sha256:<hex digest of the value>``
+(:data:`REDACTED_PREFIX`), which keeps that it is present and lets a backup be compared.
 """
 
 from __future__ import annotations
@@ -24,6 +30,58 @@ from dbc_accept.target import NOT_FOUND_RC, CommandResult
 
 FORMAT = 1
 META_FILE = "snapshot.json"
+LISTING_FILE = ".dbc-listing"
+# A redacted value: this prefix, then the sha256 hex digest of the value. Parsers of
+# files that hold secrets (node.dat) must accept it and take the digest as the value's.
+REDACTED_PREFIX = "redacted:sha256:"
+# Keys whose values are secrets: node.dat's node_private_key and priv_key, passwords,
+# tokens. "priv" counts only as a word of its own (not in kernel.unprivileged_bpf...).
+SECRET_KEY = re.compile(
+    r"password|passwd|passphrase|secret|token|private|(?:^|[_.-])priv(?:[_.-]|key|$)",
+    re.IGNORECASE,
+)
+# key = value, key: value, KEY="value", --key=value (a line, an argv word, an env entry)
+_ASSIGNMENT = re.compile(
+    r"""^(?P<head>\s*[#;]?\s*(?:export\s+)?-{0,2}(?P<key>[A-Za-z0-9_.-]+)\s*[=:]\s*)
+        (?P<quote>["']?)(?P<value>.*?)(?P=quote)(?P<tail>\s*[,;]?\s*)$""",
+    re.VERBOSE,
+)
+
+
+def redacted(value: str) -> str:
+    """The marker that stands for a secret value."""
+    return REDACTED_PREFIX + hashlib.sha256(value.encode()).hexdigest()
+
+
+def _redact_word(word: str) -> str:
+    match = _ASSIGNMENT.match(word)
+    if not match or not SECRET_KEY.search(match["key"]) or not match["value"]:
+        return word
+    if match["value"].startswith(REDACTED_PREFIX):
+        return word
+    q = match["quote"]
+    return f"{match['head']}{q}{redacted(match['value'])}{q}{match['tail']}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the value of every secret-named key replaced by its marker.
+
+    Works line by line and on NUL-separated words (``/proc/PID/cmdline``, ``environ``);
+    ``--password VALUE`` (the value as the next word) is redacted too.
+    """
+    sep = "\0" if "\0" in text else "\n"
+    words = text.split(sep)
+    out = []
+    secret_next = False
+    for word in words:
+        if secret_next and word and not word.startswith("-"):
+            out.append(redacted(word))
+            secret_next = False
+            continue
+        secret_next = sep == "\0" and word.startswith("-") and "=" not in word and bool(
+            SECRET_KEY.search(word))
+        out.append(_redact_word(word))
+    return sep.join(out)
 
 
 class SnapshotError(Exception):
@@ -64,7 +122,7 @@ class SnapshotTarget:
         self.name = f"snapshot:{self.meta.get('hostname') or self.root.name}"
 
     def _fs(self, path: str) -> Path:
-        if not path.startswith("/"):
+        if not path.startswith("/") or os.path.basename(path) == LISTING_FILE:
             raise FileNotFoundError(path)
         return self.root / "fs" / path.lstrip("/")
 
@@ -104,9 +162,16 @@ class SnapshotTarget:
         if local.is_file():
             raise NotADirectoryError(path)
         try:
-            return sorted(os.listdir(local))
+            names = os.listdir(local)
         except FileNotFoundError:
             raise FileNotFoundError(path) from None
+        if LISTING_FILE in names:  # the listing as captured, whatever else was read
+            try:
+                listed = json.loads((local / LISTING_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise OSError(f"{path}: unreadable {LISTING_FILE}: {exc}") from None
+            return sorted(str(name) for name in listed)
+        return sorted(names)
 
     def run(self, argv: Sequence[str], timeout: float = 30.0) -> CommandResult:
         record = self.root / "cmd" / f"{command_slug(argv)}.json"

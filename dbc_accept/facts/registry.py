@@ -18,6 +18,7 @@ from dbc_accept.facts import (
     libvirtconn,
     libvirtd,
     listeners,
+    network_node,
     pci,
     storage,
     sysctl,
@@ -28,6 +29,7 @@ from dbc_accept.facts import (
 MODULES = [
     system, cpu, kernel, pci, iomem, sysctl,
     storage, libvirtd, libvirtconn, listeners, virt, dbcnode, images,
+    network_node,
 ]
 
 
