@@ -43,7 +43,7 @@ def parse_cmdline(text: str) -> KernelCmdline:
     raw = text.strip()
     try:
         words = shlex.split(raw, posix=True)
-    except ValueError:  # an unbalanced quote: the kernel takes the rest as one value
+    except ValueError:  # an unbalanced quote: drop quotes, split on spaces
         words = raw.replace('"', "").split()
     params: list[tuple[str, str | None]] = []
     for word in words:
