@@ -10,6 +10,7 @@ import pytest
 from dbc_accept.bench import reference
 from dbc_accept.bench.profiles import RunSpec, profile
 from dbc_accept.bench.session import CnnBench
+from dbc_accept.report import attach
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -47,4 +48,7 @@ def cnn_bench(request: pytest.FixtureRequest, guest: Any) -> CnnBench:
                item.callspec.params.get("bench_run"), RunSpec)}
     bench = CnnBench(str(getattr(guest, "name", "guest")), reference.load(), ratio)
     bench.start(guest, profile(config.getoption("dbc_bench_profile")), ids, _writer(config))
+    smi = guest.run(["nvidia-smi", "-q"], timeout=60)
+    if smi.ok:  # clocks, power and throttle reasons right after the load, for the report
+        attach(config, "nvidia-smi -q (guest, after the CNN benchmark)", smi.stdout)
     return bench

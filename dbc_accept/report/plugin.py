@@ -9,6 +9,7 @@ Every file passes through one scrub (:mod:`dbc_accept.report.redact`).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class ReportState:
     user_html: str | None = None
     user_junit: str | None = None
     png: bytes | None = None
+    discarded: bool = False  # a usage error: the folder was removed
 
     @property
     def bench_rows(self) -> list[dict[str, Any]]:
@@ -222,11 +224,17 @@ class ReportWriter:
         try:
             return (yield)
         finally:
-            write_folder(self.state, self.config, int(exitstatus))
+            if int(exitstatus) == pytest.ExitCode.USAGE_ERROR:  # nothing ran: no folder
+                shutil.rmtree(self.state.folder, ignore_errors=True)
+                self.state.discarded = True
+            else:
+                write_folder(self.state, self.config, int(exitstatus))
 
     @pytest.hookimpl(trylast=True)  # after dbc-accept's "what to fix" section
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int,
                                 config: pytest.Config) -> None:
+        if self.state.discarded:
+            return
         _terminal_summary(terminalreporter, config, self.state)
 
 
