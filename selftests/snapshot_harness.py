@@ -116,13 +116,20 @@ def _text(longrepr: Any) -> str:
     return str(longrepr)
 
 
-def run_host_checks(snapshot: str | os.PathLike[str], files: Sequence[str] = (),
+def run_host_checks(snapshot: str | os.PathLike[str] | None, files: Sequence[str] = (),
                     extra_args: Sequence[str] = ()) -> Results:
-    """Run `pytest -m host --snapshot DIR` on ``tests_host`` (or some of its files)."""
-    meta = json.loads((Path(snapshot) / "snapshot.json").read_text(encoding="utf-8"))
-    collector = _Collector(f"snapshot:{meta.get('hostname') or Path(snapshot).name}")
+    """Run `pytest -m host --snapshot DIR` on ``tests_host`` (or some of its files).
+
+    With ``snapshot`` None the checks run on this machine (`pytest -m host`).
+    """
+    if snapshot is None:
+        collector, where = _Collector("local"), []
+    else:
+        meta = json.loads((Path(snapshot) / "snapshot.json").read_text(encoding="utf-8"))
+        collector = _Collector(f"snapshot:{meta.get('hostname') or Path(snapshot).name}")
+        where = ["--snapshot", str(snapshot)]
     paths = [str(TESTS_HOST / f) for f in files] or [str(TESTS_HOST)]
-    args = ["-m", "host", "--snapshot", str(snapshot), "-q", "-p", "no:cacheprovider",
+    args = ["-m", "host", *where, "-q", "-p", "no:cacheprovider",
             "--no-report", "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml"),
             *extra_args, *paths]
     # Options from the environment (`-n auto` for the selftests) are not for this run.

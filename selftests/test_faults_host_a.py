@@ -13,7 +13,9 @@ import pytest
 
 from dbc_accept.facts.cpu import KVM_PROBE_ARGV
 from dbc_accept.facts.kernel import DMESG_ARGV
-from selftests.snapshot_harness import Snapshot, copy_snapshot
+from dbc_accept.recording import capture
+from dbc_accept.target import LocalTarget
+from selftests.snapshot_harness import Snapshot, copy_snapshot, run_host_checks
 
 FILES = ("test_os.py", "test_virtualization.py", "test_iommu.py", "test_gpu_vfio.py",
          "test_host_drivers.py", "test_framebuffer.py", "test_network.py")
@@ -283,3 +285,11 @@ def test_fault(fault: Fault, tmp_path: Path) -> None:
     assert not results.errors, results.summary()
     for test_id in fault.failed | fault.warned:
         assert fault.fix in results.message(test_id), results.message(test_id)
+
+
+def test_capture_of_this_machine_replays_the_same(tmp_path: Path) -> None:
+    # Whatever this machine is, a snapshot of it must judge it as the live run does.
+    capture(LocalTarget()).write(tmp_path / "here")
+    live = run_host_checks(None, FILES)  # right after: the machine has no time to change
+    replay = run_host_checks(tmp_path / "here", FILES)
+    assert {k: o for k, (o, _) in replay.items()} == {k: o for k, (o, _) in live.items()}
