@@ -232,6 +232,26 @@ def test_teardown_leaves_a_domain_that_took_our_name(conn: Any, template: str) -
     assert volume_name(vm.run_id) not in _volumes(conn)
 
 
+def test_teardown_leaves_a_copy_of_our_domain_defined_by_someone_else(
+        conn: Any, template: str) -> None:
+    vm = TestVm(_spec(template, gpus=()), target=VFIO_HOST)
+    vm.create()
+    dom = conn.lookupByName(vm.name)
+    xml = dom.XMLDesc(0)
+    dom.destroy()
+    dom.undefine()
+    root = ET.fromstring(xml)
+    root.remove(root.find("uuid"))  # type: ignore[arg-type]
+    copy = conn.defineXML(ET.tostring(root, encoding="unicode"))  # same name, same tag
+    try:
+        problems = vm.teardown()
+        assert problems and "defined again by someone else" in problems[0]
+        assert conn.lookupByName(vm.name).UUIDString() == copy.UUIDString()
+    finally:
+        copy.undefine()
+    assert vm.teardown() == []
+
+
 def test_gpu_held_by_a_defined_domain_is_refused_by_name(conn: Any, template: str,
                                                          decoy: Any) -> None:
     before_xml, before_doms, before_vols = decoy.XMLDesc(0), _names(conn), _volumes(conn)

@@ -8,19 +8,19 @@ name this run gave it. It never raises for what is already gone or for libvirtd 
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from dbc_accept.target import LocalTarget, Target
+from dbc_accept.vm import agent
+from dbc_accept.vm.agent import AgentResult
 from dbc_accept.vm.domain_xml import build_domain_xml, parse_run_tag
 from dbc_accept.vm.errors import StorageError, VmBootTimeout, VmError, VmRefused
 from dbc_accept.vm.lvutil import code, connect, lv, message
@@ -37,16 +37,6 @@ from dbc_accept.vm.storage import (
 __all__ = ["AgentResult", "StorageError", "TestVm", "VmBootTimeout", "VmError", "VmRefused"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]")
-_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-
-
-@dataclass(frozen=True)
-class AgentResult:
-    """What a command run through the guest agent gave."""
-
-    rc: int
-    stdout: str
-    stderr: str
 
 
 def _null_log(_msg: str) -> None:
@@ -90,6 +80,7 @@ class TestVm:
         self._overlay_claimed = False  # the overlay name is this run's (created or being)
         self._domain_claimed = False  # a domain of our name and tag is this run's
         self._started = False
+        self._uuid = ""  # the domain's UUID once defined: a same-named redefinition is not ours
         self._in_teardown = False
         self._torn_down = False
 
@@ -133,6 +124,7 @@ class TestVm:
             xml = build_domain_xml(self.spec, self.name, self.overlay.path)
             self._domain_claimed = True
             dom = conn.defineXML(xml)
+            self._uuid = str(dom.UUIDString())
             self._timed("define", t)
             recheck_gpus(conn, self.spec, self.name)  # a renter's VM defined meanwhile
             t = time.monotonic()
@@ -168,6 +160,9 @@ class TestVm:
         if run is None or run.run_id != self.run_id:
             raise VmError(f"domain {self.name} is tagged for another run; left alone",
                           "vm.cleanup")
+        if self._uuid and dom.UUIDString() != self._uuid:
+            raise VmError(f"domain {self.name} was defined again by someone else (UUID "
+                          f"{dom.UUIDString()}, ours was {self._uuid}); left alone", "vm.cleanup")
         return dom
 
     def is_alive(self) -> bool:
@@ -245,49 +240,19 @@ class TestVm:
 
     # --- the guest agent ---------------------------------------------------------------
 
-    def _agent(self, dom: Any, cmd: dict[str, Any], timeout: int) -> Any:
-        import libvirt_qemu  # type: ignore[import-untyped]
-
-        return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(cmd), timeout, 0))
-
     def agent_exec(self, argv: Sequence[str], stdin: bytes = b"",
                    timeout: float = 30.0) -> AgentResult | None:
         """Run a command in the guest through the qemu guest agent; None if it won't answer."""
-        libvirt = lv()
-        args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True}
-        if stdin:
-            args["input-data"] = base64.b64encode(stdin).decode()
         try:
             dom = self._domain()
-            if dom is None:
-                return None
-            pid = self._agent(dom, {"execute": "guest-exec", "arguments": args}, 10)["return"]
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                st = self._agent(dom, {"execute": "guest-exec-status", "arguments": pid}, 10)
-                st = st["return"]
-                if st.get("exited"):
-                    out, err = (base64.b64decode(st.get(k, "")).decode(errors="replace")
-                                for k in ("out-data", "err-data"))
-                    return AgentResult(int(st.get("exitcode", -1)), out, err)
-                time.sleep(0.2)
-        except (libvirt.libvirtError, VmError, KeyError, TypeError, ValueError):
-            return None  # no agent, agent without guest-exec, or a garbled answer
-        return None
+        except (VmError, lv().libvirtError):
+            return None
+        return None if dom is None else agent.run(dom, argv, stdin, timeout)
 
     def agent_set_key(self, user: str, pubkey: str) -> bool:
         """Add an SSH public key to ``user``'s authorized_keys through the guest agent."""
-        key = pubkey.strip()
-        if not _USER_RE.match(user) or not key or "\n" in key:
-            raise ValueError("agent_set_key needs a plain user name and a one-line public key")
-        script = (
-            'set -e; h=$(getent passwd "$1" | cut -d: -f6); [ -n "$h" ] || exit 3; '
-            'g=$(id -gn "$1"); install -d -m 700 -o "$1" -g "$g" "$h/.ssh"; '
-            'f="$h/.ssh/authorized_keys"; touch "$f"; '
-            'grep -qxF -- "$2" "$f" || printf "%s\\n" "$2" >> "$f"; '
-            'chown "$1:$g" "$f"; chmod 600 "$f"'
-        )
-        result = self.agent_exec(["/bin/sh", "-c", script, "sh", user, key])
+        argv = agent.set_key_argv(user, pubkey)  # ValueError for a bad user or key
+        result = self.agent_exec(argv)
         ok = result is not None and result.rc == 0
         self.log(f"guest agent: key for {user} {'installed' if ok else 'not installed'}")
         return ok
