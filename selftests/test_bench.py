@@ -328,3 +328,22 @@ def test_no_gpu_and_skipped_runs_skip_with_the_reason() -> None:
                         "reason": "the guest has 1 GPU: DDP needs 2 or more", "spec": {}})
     with pytest.raises(pytest.skip.Exception, match="DDP needs 2 or more"):
         bench.judged(RunSpec("resnet50", "train", "mixed", "ddp", 128))
+
+
+PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
+
+
+@pytest.mark.skipif(not PY38.exists(), reason=f"no Python 3.8 at {PY38} to check the probe with")
+def test_probe_starts_on_python_38_and_says_torch_is_missing(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(profile("quick").plan()))
+    out = subprocess.run([str(PY38), str(PROBE), str(plan)], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    lines = [parse_line(t) for t in out.stdout.splitlines()]
+    assert lines[0] == {"kind": "env", "error": "torch is not installed in the guest: "
+                        "No module named 'torch'"}
+    assert [ln["kind"] for ln in lines if ln] == ["env", "done"]

@@ -373,6 +373,7 @@ def main(argv):
         import torch
     except ImportError as exc:
         emit({"kind": "env", "error": "torch is not installed in the guest: %s" % exc})
+        emit({"kind": "done", "total_s": time.perf_counter() - start})
         return 0
     device = plan.get("device", "cuda")
     env = environment(torch, device)

@@ -140,9 +140,12 @@ def _add_extras(report: pytest.TestReport, result: TestResult, r: Redactor) -> N
 
 def _png(state: ReportState) -> bytes | None:
     if state.png is None and state.bench_rows:
-        from dbc_accept.report.plot import bench_png
+        try:
+            from dbc_accept.report.plot import bench_png
 
-        state.png = bench_png(state.bench_rows)
+            state.png = bench_png(state.bench_rows)
+        except ImportError as exc:  # the table and CSV still say everything
+            state.info["plot"] = f"no plot: {exc} (pip install matplotlib)"
     return state.png
 
 
