@@ -73,11 +73,11 @@ def _features_and_cpu(root: ET.Element, spec: VmSpec) -> None:
     _sub(features, "apic")
     if spec.virt_type != "kvm":
         return  # TCG: no host CPU to pass through, no KVM signature to hide
-    hyperv = _sub(features, "hyperv", mode="custom")
+    hyperv = _sub(features, "hyperv")  # no mode=: libvirt before 8.0 (Ubuntu 20.04) lacks it
     _sub(hyperv, "vendor_id", state="on", value=HV_VENDOR_ID)
     kvm = _sub(features, "kvm")
     _sub(kvm, "hidden", state="on")
-    cpu = _sub(root, "cpu", mode="host-passthrough", check="none", migratable="off")
+    cpu = _sub(root, "cpu", mode="host-passthrough", check="none")
     _sub(cpu, "topology", sockets="1", dies="1", cores=str(spec.vcpus), threads="1")
 
 
