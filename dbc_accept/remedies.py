@@ -212,6 +212,92 @@ REMEDIES: dict[str, Remedy] = {
     "bench.software": Remedy(
         "install PyTorch and torchvision in the guest image (`pip3 install torch torchvision`, "
         "matching the image's CUDA); the in-VM suite needs them"),
+    # --- area: guest ---
+    "guest.python": Remedy(
+        "the guest image needs python3 (>= 3.8) for the in-guest tests: "
+        "`sudo apt-get install python3`"),
+    "guest.cpu": Remedy(
+        "give the VM more vCPUs: the dbc program sizes it from the host's cores, so add CPU "
+        "cores to the node (or rent out fewer GPUs per machine)", "(八)"),
+    "guest.memory": Remedy(
+        "the VM's RAM is short for its GPUs: add RAM to the node (check_env gives the VM "
+        "(host RAM - 32 GB) x its share of the GPUs)", "(八)"),
+    "guest.disk": Remedy(
+        "the VM's system disk is too small: use a larger image (`qemu-img resize`) or a larger "
+        "/data so the dbc program gives VMs bigger disks", "(二)"),
+    "guest.gpu_count": Remedy(
+        "a GPU passed to the VM is missing inside it: check `lspci -nn | grep -i nvidia` and "
+        "`dmesg | grep -iE 'nvrm|xid'` in the guest; on the host check vfio-pci binding and "
+        "the IOMMU group; reseat or replace the GPU if it is missing on the host too",
+        "(三) vfio"),
+    "guest.gpu_model": Remedy(
+        "the guest shows another GPU model than the host passed: check which PCI functions "
+        "the VM got (`virsh dumpxml`), and the card itself (`lspci -nn` on the host)"),
+    "guest.driver": Remedy(
+        "install the NVIDIA driver in the guest image and load it (`sudo apt-get install "
+        "nvidia-driver-<version>` then reboot; `nvidia-smi` must list the GPUs); with the "
+        "driver installed, `dmesg | grep NVRM` says why it did not load"),
+    "guest.nvml": Remedy(
+        "NVML does not answer: the driver's user-space and kernel parts must match (reinstall "
+        "the driver, reboot); `nvidia-smi` must work; for pynvml: `pip3 install nvidia-ml-py`"),
+    "guest.cuda": Remedy(
+        "install a CUDA build of PyTorch that the driver supports (`pip3 install torch` from "
+        "pytorch.org's index for your CUDA version); check `nvidia-smi` first"),
+    "guest.vram": Remedy(
+        "the GPU shows less memory than its model has: another process holds it, or the card "
+        "is faulty or a different model; compare `nvidia-smi -q -d MEMORY` with the datasheet "
+        "and contact the vendor"),
+    "guest.pcie": Remedy(
+        "the GPU's link trains below its maximum under load: reseat the GPU, use a x16 slot "
+        "at the GPU's generation (check BIOS PCIe settings and risers), clean the contacts; "
+        "`nvidia-smi -q -d PCIE` shows the link"),
+    "guest.ecc": Remedy(
+        "turn ECC on: `sudo nvidia-smi -e 1` on the host or guest, then reset the GPU or "
+        "reboot"),
+    "guest.ecc_errors": Remedy(
+        "the GPU's memory reports uncorrectable errors: reset the GPU or reboot, run the "
+        "memory test again; if they return, replace the GPU (contact the vendor, RMA)"),
+    "guest.row_remap": Remedy(
+        "the GPU ran out of spare memory rows: it must be replaced (contact the vendor, RMA)"),
+    "guest.remap_pending": Remedy(
+        "a memory row remap or page retirement waits for a GPU reset: reboot the node (or "
+        "`sudo nvidia-smi -r` on an idle GPU), then run again"),
+    "guest.xid": Remedy(
+        "the driver logged GPU errors (Xid): look them up in NVIDIA's Xid catalog; 48/63/64/"
+        "92/94/95 are memory, 79 a GPU off the bus (reseat, check power cables and PSU), "
+        "13/31/43 usually a program; reboot and run again, replace the GPU if they return"),
+    "guest.throttle": Remedy(
+        "the GPU slows down for heat or power: check the fans and airflow, the room "
+        "temperature, the power cables and the PSU's capacity; `nvidia-smi -q -d "
+        "PERFORMANCE` shows the reasons"),
+    "guest.display": Remedy(
+        "DBC's display check expects one display device per GPU: attach a display or a dummy "
+        "HDMI/DP plug to each GPU"),
+    "guest.matmul": Remedy(
+        "the GPU computes wrong products: reset the GPU or reboot and run again; if it "
+        "repeats, replace the GPU (contact the vendor)"),
+    "guest.training": Remedy(
+        "training failed or diverged on this GPU while others agree: run the stress and "
+        "memory tests, check `dmesg | grep -i xid`; replace the GPU if it repeats"),
+    "guest.inference": Remedy(
+        "this GPU's outputs differ from the CPU's: run the stress and memory tests, check "
+        "`dmesg | grep -i xid`; replace the GPU if it repeats"),
+    "guest.ddp": Remedy(
+        "multi-GPU training does not match one GPU: check NCCL (`NCCL_DEBUG=INFO`), the "
+        "GPUs' PCIe/NVLink links (`nvidia-smi topo -m`) and the Xid lines of the kernel log"),
+    "guest.allreduce": Remedy(
+        "NCCL all-reduce gives wrong sums: check `nvidia-smi topo -m`, NVLink health "
+        "(`nvidia-smi nvlink -e`), the Xid lines of the kernel log; replace the faulty GPU"),
+    "guest.vram_pattern": Remedy(
+        "GPU memory reads back wrong: reset the GPU or reboot and run again; if it repeats "
+        "the GPU must be replaced (contact the vendor, RMA)"),
+    "guest.stress": Remedy(
+        "results changed under sustained load: check cooling and power (fans, cables, PSU) "
+        "and run again; a GPU that keeps failing must be replaced"),
+    "guest.transfer": Remedy(
+        "copies are slow: check the PCIe slot (x16 at the GPU's generation, no riser), the "
+        "BIOS (Above 4G decoding, ASPM off), NUMA placement of the VM's CPUs, and that no "
+        "other work runs on the GPU"),
     # --- area: vm ---
     "vm.gpu_busy": Remedy(
         "the GPU belongs to another VM (perhaps a renter's): choose other GPUs with --gpus, or "

@@ -1,0 +1,130 @@
+"""The probes' logic where it means something without a GPU: torch on the CPU, statistics."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from dbc_accept.facts.gpu_guest import MATMUL_MAX_TOLERANCE, MATMUL_TOLERANCE
+from dbc_accept.guest.probe import PROBES_DIR, local_probe_path
+
+torch = pytest.importorskip("torch")
+
+
+def load(name: str) -> ModuleType:
+    """Import a probe file as a module (its ``dbcprobe`` import needs the folder on the path)."""
+    if str(PROBES_DIR) not in sys.path:
+        sys.path.insert(0, str(PROBES_DIR))
+    spec = importlib.util.spec_from_file_location(f"probe_{name}", PROBES_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(name: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, local_probe_path(name), *args], capture_output=True,
+                         text=True, timeout=300, check=True)
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
+
+
+def test_training_learns_the_task_on_the_cpu() -> None:
+    doc = run("train", "--device", "cpu", "--steps", "120")
+    cpu = doc["cpu"]
+    assert len(cpu["losses"]) == 120
+    assert cpu["accuracy"] >= 0.95  # the threshold the GPU test uses
+    assert cpu["losses"][-1] < cpu["losses"][0] / 10
+
+
+def test_same_seed_same_curve() -> None:
+    train = load("train")
+    a = train.train(torch, torch.device("cpu"), 20, 32, 7, 0.02, 8)
+    b = train.train(torch, torch.device("cpu"), 20, 32, 7, 0.02, 8)
+    assert a["losses"] == b["losses"]
+
+
+def test_matmul_errors_within_tolerance_on_the_cpu() -> None:
+    doc = run("matmul", "--device", "cpu", "--n", "256")
+    for precision, result in doc["cpu"].items():
+        assert result["error"] <= MATMUL_TOLERANCE[precision] / 2, precision
+        assert result["max_error"] <= MATMUL_MAX_TOLERANCE[precision] / 2, precision
+
+
+def test_matmul_catches_a_wrong_product() -> None:
+    matmul = load("matmul")
+    a, b, ref = matmul.reference(torch, 256, 1)
+    wrong = (a @ b).clone()
+    wrong[3, 7] += 5.0
+    assert matmul.rel_error(torch, wrong, ref) > MATMUL_TOLERANCE["fp32"]
+    assert matmul.max_error(torch, wrong, ref) > MATMUL_MAX_TOLERANCE["bf16"]
+    wrong[0, 0] = float("nan")
+    assert matmul.rel_error(torch, wrong, ref) == float("inf")
+
+
+def test_vram_patterns_pass_on_good_memory() -> None:
+    doc = run("vram", "--device", "cpu", "--seconds", "30")
+    for name, pattern in doc["cpu"].items():
+        assert pattern["errors"] == 0 and pattern["passes"] >= 1, name
+    assert doc["cpu"]["walking"]["passes"] == 64
+
+
+def test_vram_patterns_find_a_flipped_bit() -> None:
+    vram = load("vram")
+    chunks = [torch.empty(1 << 16, dtype=torch.uint8) for _ in range(3)]
+
+    def flip(found: list[Any]) -> None:
+        found[1][1000] ^= 0x10
+
+    out = vram.run_patterns(torch, chunks, torch.device("cpu"), 30, corrupt=flip)
+    assert out["random"]["errors"] == 1
+    assert out["walking"]["errors"] == 0
+
+
+def test_vram_plan_covers_ninety_percent() -> None:
+    vram = load("vram")
+    for free in (8 << 30, 24 << 30, 140 << 30):
+        chunk, count = vram.plan(free)
+        assert 0.90 <= chunk * count / free <= 0.95
+
+
+def test_stats_and_bus_bandwidth() -> None:
+    dbcprobe, multi = load("dbcprobe"), load("multi_gpu")
+    s = dbcprobe.stats([3.0, 1.0, 2.0, 4.0])
+    assert (s["median"], s["min"], s["max"]) == (2.5, 1.0, 4.0)
+    assert s["spread"] == pytest.approx(3.0 / 2.5)
+    alg, bus = multi.busbw(1e9, 0.01, 4)
+    assert alg == pytest.approx(100.0) and bus == pytest.approx(150.0)  # x 2(n-1)/n
+
+
+def test_smi_sample_parser() -> None:
+    dbcprobe = load("dbcprobe")
+    rows = dbcprobe.parse_smi_sample("0, 45, 612.31, 1980, 3201, 5, 16, 0x0000000000000004\n")
+    assert rows[0]["temp_c"] == 45 and rows[0]["reasons"] == 4 and rows[0]["pcie_gen"] == 5
+
+
+def test_ddp_slices_equal_one_batch_on_the_cpu() -> None:
+    """Averaged gradients of equal slices equal the full batch's: the DDP test's premise."""
+    dbcprobe, multi = load("dbcprobe"), load("multi_gpu")
+    cpu = torch.device("cpu")
+    single = dbcprobe.init_model(torch, 3)
+    multi.train_steps(torch, single, 1, 8, 3, 0.02, cpu)
+    grads = []
+    for rank in range(2):
+        model = dbcprobe.init_model(torch, 3)
+        x, y = dbcprobe.make_task(torch, 3, 8)
+        part = slice(rank * 4, rank * 4 + 4)
+        loss = torch.nn.CrossEntropyLoss()(model(x[part]), y[part])
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    model = dbcprobe.init_model(torch, 3)
+    x, y = dbcprobe.make_task(torch, 3, 8)
+    torch.nn.CrossEntropyLoss()(model(x), y).backward()
+    for p, g0, g1 in zip(model.parameters(), *grads, strict=True):
+        assert torch.allclose(p.grad, (g0 + g1) / 2, atol=1e-6)

@@ -1,0 +1,41 @@
+"""The probes run on Python 3.8 (what DBC images carry) and answer with JSON without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dbc_accept.guest.probe import PROBES_DIR
+
+PY38 = Path(os.environ.get("DBC_PY38", "/root/.pyenv/versions/3.8.18/bin/python3.8"))
+pytestmark = pytest.mark.skipif(not PY38.is_file(), reason=f"{PY38} is not installed here")
+# The in-guest test probes (the benchmark's take a plan file and are tested with it).
+GUEST_PROBES = ("sysinfo", "nvml", "torch_info", "matmul", "train", "transfer", "vram",
+                "stress", "multi_gpu")
+
+
+def test_every_probe_compiles_on_python38(tmp_path: Path) -> None:
+    files = [str(p) for p in sorted(PROBES_DIR.glob("*.py"))]
+    out = subprocess.run([str(PY38), "-m", "py_compile", *files], capture_output=True,
+                         text=True, check=False, env={**os.environ, "PYTHONPYCACHEPREFIX":
+                                                      str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("name", GUEST_PROBES)
+def test_probe_answers_json_on_python38(name: str) -> None:
+    """Without torch (and pynvml) each probe prints one JSON document saying so, or its data."""
+    out = subprocess.run([str(PY38), str(PROBES_DIR / f"{name}.py")], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    if name == "sysinfo":
+        assert doc["python"].startswith("3.8")
+    elif name == "nvml":  # ctypes fallback: no driver here
+        assert "libnvidia-ml" in doc["error"] or "NVML" in doc["error"]
+    else:
+        assert doc["error"].startswith("torch not installed"), doc

@@ -1,0 +1,95 @@
+"""The probe runner: shipping, running, parsing, errors and caching, on LocalGuest and fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from dbc_accept.guest import LocalGuest
+from dbc_accept.guest.probe import ProbeError, ProbeRunner, parse_output, probe_names, run_probe
+from dbc_accept.target import NOT_FOUND_RC, TIMEOUT_RC, CommandResult
+
+
+class FakeGuest:
+    """A guest whose every command answers with ``result``; it records what it was asked."""
+
+    name = "fake"
+    workdir = "/w"
+    passed_gpus = None
+
+    def __init__(self, rc: int = 0, stdout: str = "{}", stderr: str = "") -> None:
+        self.answer = (rc, stdout, stderr)
+        self.runs: list[tuple[str, ...]] = []
+        self.puts: list[str] = []
+
+    def run(self, argv: Sequence[str], timeout: float = 30.0) -> CommandResult:
+        self.runs.append(tuple(argv))
+        rc, out, err = self.answer if argv[0] != "mkdir" else (0, "", "")
+        return CommandResult(tuple(argv), rc, out, err)
+
+    def put(self, local_path: str, remote_path: str) -> None:
+        self.puts.append(remote_path)
+
+    def read_text(self, path: str) -> str:
+        raise FileNotFoundError(path)
+
+    def read_link(self, path: str) -> str:
+        raise FileNotFoundError(path)
+
+    def list_dir(self, path: str) -> list[str]:
+        raise FileNotFoundError(path)
+
+
+def test_sysinfo_runs_in_a_local_guest(tmp_path: Path) -> None:
+    guest = LocalGuest(workdir=str(tmp_path))
+    doc = run_probe(guest, "sysinfo")
+    assert doc["python_tuple"][:2] >= [3, 8]
+    assert (tmp_path / "probes" / "sysinfo.py").is_file()
+    assert (tmp_path / "probes" / "dbcprobe.py").is_file()
+
+
+def test_known_probes() -> None:
+    assert {"sysinfo", "torch_info", "nvml", "matmul", "train", "transfer", "vram", "stress",
+            "multi_gpu"} <= set(probe_names())
+    assert "dbcprobe" not in probe_names()
+
+
+def test_ships_once_and_caches_per_arguments() -> None:
+    guest = FakeGuest(stdout='{"ok": 1}\n')
+    runner = ProbeRunner(guest)
+    assert runner.get("sysinfo") == {"ok": 1}
+    assert runner.get("sysinfo") == {"ok": 1}
+    runner.get("sysinfo", ["--x"])
+    assert [r for r in guest.runs if r[0] == "python3"] == [
+        ("python3", "/w/probes/sysinfo.py"), ("python3", "/w/probes/sysinfo.py", "--x")]
+    assert sorted(guest.puts) == ["/w/probes/dbcprobe.py", "/w/probes/sysinfo.py"]
+
+
+@pytest.mark.parametrize(("rc", "stdout", "stderr", "why"), [
+    (NOT_FOUND_RC, "", "", "python3 not found in the guest"),
+    (TIMEOUT_RC, "", "", "timed out after 5 s"),
+    (1, "", "Traceback\nSyntaxError: invalid syntax", "exited 1: SyntaxError"),
+    (0, "garbage", "", "printed no JSON document"),
+    (0, '{"error": "torch not installed (No module named torch)"}', "", "torch not installed"),
+])
+def test_failures_are_fact_errors_with_the_reason(rc: int, stdout: str, stderr: str,
+                                                  why: str) -> None:
+    runner = ProbeRunner(FakeGuest(rc, stdout, stderr))
+    with pytest.raises(ProbeError, match="could not run probe sysinfo in the guest: " + why):
+        runner.get("sysinfo", timeout=5)
+    with pytest.raises(ProbeError):  # replayed from the cache, not run again
+        runner.get("sysinfo", timeout=5)
+    assert len([r for r in runner.guest.runs if r[0] == "python3"]) == 1  # type: ignore[attr-defined]
+
+
+def test_unknown_probe() -> None:
+    with pytest.raises(ProbeError, match="no such probe"):
+        ProbeRunner(FakeGuest()).run("nope")
+
+
+def test_output_with_noise_before_the_document() -> None:
+    assert parse_output("x", 'NCCL INFO something\n{"a": [1]}\n') == {"a": [1]}
+    with pytest.raises(ProbeError):
+        parse_output("x", "[1, 2]")

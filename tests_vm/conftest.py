@@ -1,0 +1,109 @@
+"""Fixtures of the in-guest tests: probe results, guest facts, the profile, one slot per GPU.
+
+When GPU tests skip and when they fail
+--------------------------------------
+The GPUs the guest must show are, in this order: ``--expect-gpus N``; else the GPUs the host
+passed to the guest (``guest.passed_gpus``: the test VM's hostdevs, or this machine's NVIDIA
+GPUs with ``--guest local``). Tests marked ``gpu`` SKIP only when that number is 0 (no GPU in
+this run by choice: a CI machine, ``--gpus 0``, ``--expect-gpus 0``). When GPUs are expected,
+everything that stops a GPU test (no driver, NVML silent, no torch, no CUDA, a GPU missing)
+FAILS it with the reason. When the number is not known (an ssh:// guest without
+``--expect-gpus``), the GPU tests run and fail if the guest has no working GPU.
+
+Per-GPU tests are parametrized at collection (which never touches the guest) over GPU slots
+0..N-1, N from ``--expect-gpus``, or the NVIDIA GPUs in this machine's sysfs for ``--guest
+local`` and ``--guest vm`` (``--gpus`` narrows them). Ids name the model when sysfs tells it
+(``gpu0-NVIDIA_H200``). A slot whose GPU the guest does not show fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dbc_accept.facts import HostFacts
+from dbc_accept.guest.probe import ProbeRunner
+from dbc_accept.guest.profiles import profile
+from dbc_accept.guest.slots import expected_gpu_count, gpu_slots
+
+# Time limits of the probes (seconds); the stress and VRAM ones add their own length.
+PROBE_TIMEOUT = {"torch_info": 120, "nvml": 60, "matmul": 300, "train": 300,
+                 "transfer": 300, "multi_gpu": 420}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name = str(config.getoption("dbc_profile"))
+    try:
+        profile(name)
+    except KeyError as exc:
+        raise pytest.UsageError(f"--profile: {exc.args[0]}") from None
+    expect = config.getoption("dbc_expect_gpus")
+    if expect is not None and expect < 0:
+        raise pytest.UsageError(f"--expect-gpus {expect}: give 0 or more")
+    if float(config.getoption("dbc_stress_seconds")) <= 0:
+        raise pytest.UsageError("--stress-seconds: give a positive number of seconds")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "slot" not in metafunc.fixturenames:
+        return
+    slots = gpu_slots(metafunc.config)
+    if slots is None:
+        reason = ("the GPUs of this guest are not known before it is reached: "
+                  "pass --expect-gpus N")
+        metafunc.parametrize("slot", [pytest.param(None, id="gpus-unknown",
+                                                   marks=pytest.mark.skip(reason=reason))])
+    elif not slots:
+        reason = "no GPU in this run (none passed to the guest, --expect-gpus not given)"
+        metafunc.parametrize("slot", [pytest.param(None, id="no-gpu",
+                                                   marks=pytest.mark.skip(reason=reason))])
+    else:
+        metafunc.parametrize("slot", slots, ids=[s.id for s in slots])
+
+
+@pytest.fixture(autouse=True)
+def _gpu_gate(request: pytest.FixtureRequest) -> None:
+    """Skip ``gpu`` tests when this run has no GPU by choice (see the module docstring)."""
+    if request.node.get_closest_marker("gpu") is None:
+        return
+    guest = request.getfixturevalue("guest")
+    if expected_gpu_count(request.config, guest) == 0:
+        pytest.skip("no GPU is present in this run: none was passed to the guest and "
+                    "--expect-gpus was not given")
+
+
+@pytest.fixture(scope="session")
+def probes(guest: Any) -> ProbeRunner:
+    """Runs probes in the guest; each (probe, arguments) once per session."""
+    return ProbeRunner(guest)
+
+
+@pytest.fixture(scope="session")
+def guest_facts(guest: Any, request: pytest.FixtureRequest) -> HostFacts:
+    """The guest's facts, each gatherer run once per session."""
+    opts = {k: v for k, v in vars(request.config.option).items() if k.startswith("dbc_")}
+    return HostFacts(guest, opts)
+
+
+@pytest.fixture(scope="session")
+def thresholds(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The --profile's entry of dbc_accept/data/profiles.json."""
+    return profile(str(request.config.getoption("dbc_profile")))
+
+
+@pytest.fixture(scope="session")
+def probe(probes: ProbeRunner, request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
+    """``probe(name)``: the probe's JSON with this run's arguments (cached)."""
+    stress = float(request.config.getoption("dbc_stress_seconds"))
+    args: dict[str, tuple[list[str], float]] = {
+        "stress": (["--seconds", f"{stress:g}"], stress + 180),
+        "vram": (["--seconds", "60"], 60 * 3 + 180),
+    }
+
+    def run(name: str) -> dict[str, Any]:
+        argv, timeout = args.get(name, ([], float(PROBE_TIMEOUT.get(name, 120))))
+        return probes.get(name, argv, timeout=timeout)
+
+    return run

@@ -1,0 +1,30 @@
+"""Integration: a GEMM burn on every GPU at once (--stress-seconds), results compared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dbc_accept.facts.gpu_guest import HW_REASONS, THERMAL_REASONS, decode_reasons
+from dbc_accept.guest.slots import Slot, entry_of
+from dbc_accept.verdict import check, observe
+
+pytestmark = [pytest.mark.vm, pytest.mark.integration, pytest.mark.gpu, pytest.mark.slow]
+Probe = Callable[[str], dict[str, Any]]
+
+
+def test_stress(slot: Slot, probe: Probe) -> None:
+    entry = entry_of(probe("stress"), slot, "guest.stress")
+    tele = entry["telemetry"]
+    observe(stress_tflops=round(entry["tflops"], 1), stress_iterations=entry["iterations"],
+            temp_c_max=tele["temp_c_max"], power_w_max=tele["power_w_max"],
+            sm_mhz=tele["sm_mhz"], clock_reasons=decode_reasons(tele["reasons_seen"]))
+    check(entry["mismatched_elements"] == 0 and entry["first_finite"], "guest.stress",
+          observed=f"{entry['mismatched_elements']} elements differ between iterations "
+          f"({entry['iterations']} products)", expected="identical results every iteration")
+    bad = tele["reasons_seen"] & (HW_REASONS | THERMAL_REASONS)
+    check(not bad, "guest.throttle", observed=f"under load: {', '.join(decode_reasons(bad))} "
+          f"({tele['hw_slowdown_samples']} of {tele['samples']} samples)",
+          expected="no hardware or thermal slowdown (power cap is fine)")
