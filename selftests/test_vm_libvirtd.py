@@ -23,8 +23,8 @@ import pytest
 
 from dbc_accept.vm import reaper
 from dbc_accept.vm.domain_xml import build_domain_xml
+from dbc_accept.vm.errors import StorageError, VmRefused
 from dbc_accept.vm.lifecycle import TestVm
-from dbc_accept.vm.safety import VmRefused
 from dbc_accept.vm.spec import VmSpec, domain_name, new_run_id, volume_name
 from dbc_accept.vm.storage import create_overlay, delete_overlay, transient_pool_name
 
@@ -227,6 +227,17 @@ def test_kvm_shape_is_accepted_by_libvirt(conn: Any, templates: dict[str, Path],
         assert back.find("devices/hostdev/source/address") is not None
     finally:
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+
+def test_missing_template_is_named(conn: Any, workdir: Path, network: str) -> None:
+    for image in (workdir / "no-such-folder" / "t.qcow2", workdir / "no-such.qcow2"):
+        vm = TestVm(_spec(image, network, workdir))
+        with pytest.raises(StorageError, match=f"template {image} not found") as info:
+            vm.create()
+        assert info.value.check == "images.template"
+        assert _our_leftovers(conn, [vm.run_id], workdir) == []
+    assert transient_pool_name(str(workdir)) not in {p.name() for p in
+                                                     conn.listAllStoragePools(0)}
 
 
 def test_gpu_of_a_defined_renter_vm_is_refused(conn: Any, templates: dict[str, Path],

@@ -137,7 +137,11 @@ def create_overlay(conn: Any, image: str, run_id: str) -> Overlay:
     start = time.monotonic()
     image = os.path.abspath(image)
     folder = os.path.dirname(image)
-    pool, created = find_or_make_pool(conn, folder)
+    try:
+        pool, created = find_or_make_pool(conn, folder)
+    except StorageError as exc:
+        raise StorageError(f"template {image} not found (check --vm-image): {exc}",
+                           check="images.template") from None
     try:
         template = _template_volume(pool, image)
         fmt, capacity, _ = volume_facts(template)
