@@ -347,3 +347,39 @@ def test_probe_starts_on_python_38_and_says_torch_is_missing(tmp_path: Path) -> 
     assert lines[0] == {"kind": "env", "error": "torch is not installed in the guest: "
                         "No module named 'torch'"}
     assert [ln["kind"] for ln in lines if ln] == ["env", "done"]
+
+
+FAKE_TORCHVISION = '''
+import torch
+from torch import nn
+
+def resnet18(weights=None):
+    assert weights is None  # never a download
+    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 1000))
+'''
+
+
+def test_whole_probe_on_cpu_with_a_stand_in_torchvision(tmp_path: Path) -> None:
+    pkg = tmp_path / "site" / "torchvision"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("__version__ = '0.0+stand-in'\nfrom . import models\n")
+    (pkg / "models.py").write_text(FAKE_TORCHVISION)
+    plan = profile("quick").plan({"resnet18-train-mixed-1gpu", "resnet18-infer-mixed-1gpu",
+                                  "resnet50-train-mixed-1gpu"}, device="cpu")
+    for run in plan["runs"]:
+        run.update(batch=4, image=64, measure_s=0.2, steps_max=20)
+    lines: list[dict[str, Any]] = []
+    guest = LocalGuest(workdir=str(tmp_path / "guest"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", str(tmp_path / "site"))
+        run = run_probe(guest, plan, lines.append, timeout=120)
+    assert run.done, run.stderr_tail
+    assert run.env["torchvision"] == "0.0+stand-in"
+    train = run.results["resnet18-train-mixed-1gpu"]
+    assert train["status"] == "ok" and train["dtype"] == "bfloat16" and train["batch"] == 4
+    assert run.results["resnet18-infer-mixed-1gpu"]["status"] == "ok"
+    missing = run.results["resnet50-train-mixed-1gpu"]
+    assert missing["status"] == "skipped" and "has no model resnet50" in missing["reason"]
+    row = output.row(train, run.env, *output.judge(train, run.env, reference.load(), 0.85))
+    assert row["verdict"] == "no reference" and row["gpu"] == "cpu"
