@@ -24,7 +24,7 @@ from dbc_accept.vm.domain_xml import build_domain_xml, hostdev_addresses, parse_
 from dbc_accept.vm.lifecycle import TestVm, VmError
 from dbc_accept.vm.safety import VmRefused
 from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
-from dbc_accept.vm.storage import StorageError
+from dbc_accept.vm.storage import StorageError, create_overlay, delete_overlay
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
 
@@ -445,3 +445,29 @@ def test_libvirtd_gone_at_teardown_is_reported_then_retried(conn: Any, template:
     vm.spec = good
     assert vm.teardown() == []
     assert vm.name not in _names(conn)
+
+
+def test_overlay_retries_once_when_the_pool_went_away(conn: Any, template: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    class PoolGone(libvirt.libvirtError):  # type: ignore[misc,name-defined]
+        def get_error_code(self) -> int:
+            return int(libvirt.VIR_ERR_NO_STORAGE_POOL)
+
+    real = libvirt.virStoragePool.createXML
+    calls: list[int] = []
+
+    def flaky(self: Any, xml: str, flags: int = 0) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise PoolGone("storage pool is gone")
+        return real(self, xml, flags)
+
+    monkeypatch.setattr(libvirt.virStoragePool, "createXML", flaky)
+    overlay = create_overlay(conn, template, new_run_id())
+    assert len(calls) == 2 and overlay.name in _volumes(conn)
+    assert delete_overlay(conn, overlay) is None
+    calls.clear()
+    monkeypatch.setattr(libvirt.virStoragePool, "createXML",
+                        lambda *_a: (_ for _ in ()).throw(PoolGone("gone again")))
+    with pytest.raises(libvirt.libvirtError):
+        create_overlay(conn, template, new_run_id())

@@ -131,36 +131,53 @@ def overlay_xml(name: str, capacity: int, backing: str, backing_format: str) -> 
     return ET.tostring(root, encoding="unicode")
 
 
+def _make_in(pool: Any, image: str, name: str) -> tuple[Any, Any, str]:
+    """(overlay volume, template volume, template format), made in ``pool``."""
+    libvirt = _lv()
+    template = _template_volume(pool, image)
+    fmt, capacity, _ = volume_facts(template)
+    if fmt not in ("qcow2", "raw"):
+        raise StorageError(f"template {image} is {fmt}; use a qcow2 or raw image",
+                           check="images.qcow2")
+    try:
+        pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise
+    else:
+        raise StorageError(f"volume {name} already exists in pool {pool.name()}; "
+                           "nothing was overwritten", exists=True)
+    return pool.createXML(overlay_xml(name, capacity, template.path(), fmt), 0), template, fmt
+
+
 def create_overlay(conn: Any, image: str, run_id: str) -> Overlay:
     """Make ``dbc-accept-<run id>.qcow2`` beside the template, backed by it."""
     libvirt = _lv()
     start = time.monotonic()
     image = os.path.abspath(image)
     folder = os.path.dirname(image)
-    try:
-        pool, created = find_or_make_pool(conn, folder)
-    except StorageError as exc:
-        raise StorageError(f"template {image} not found (check --vm-image): {exc}",
-                           check="images.template") from None
-    try:
-        template = _template_volume(pool, image)
-        fmt, capacity, _ = volume_facts(template)
-        if fmt not in ("qcow2", "raw"):
-            raise StorageError(f"template {image} is {fmt}; use a qcow2 or raw image")
-        name = volume_name(run_id)
+    name = volume_name(run_id)
+    for attempt in (1, 2):
         try:
-            pool.storageVolLookupByName(name)
+            pool, created = find_or_make_pool(conn, folder)
+        except StorageError as exc:
+            raise StorageError(f"template {image} not found (check --vm-image): {exc}",
+                               check="images.template") from None
+        try:
+            vol, template, fmt = _make_in(pool, image, name)
+            break
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            # another run released the shared transient pool just now: take a fresh one
+            gone = exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL,
+                                            libvirt.VIR_ERR_OPERATION_INVALID)
+            if created:
+                release_pool(conn, pool.name())
+            if not gone or attempt == 2:
                 raise
-        else:
-            raise StorageError(f"volume {name} already exists in pool {pool.name()}; "
-                               "nothing was overwritten", exists=True)
-        vol = pool.createXML(overlay_xml(name, capacity, template.path(), fmt), 0)
-    except BaseException:
-        if created:
-            release_pool(conn, pool.name())
-        raise
+        except BaseException:
+            if created:
+                release_pool(conn, pool.name())
+            raise
     return Overlay(path=vol.path(), name=name, pool=pool.name(), pool_created=created,
                    backing=template.path(), backing_format=fmt,
                    seconds=time.monotonic() - start)
