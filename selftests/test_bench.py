@@ -77,9 +77,11 @@ def test_training_steps_the_optimizer(probe: ModuleType) -> None:
 def test_legacy_mode_never_steps_an_optimizer(probe: ModuleType) -> None:
     model = Tiny()
     before = model.fc.weight.detach().clone()
-    result = probe.run_one(spec(legacy=True), cpu_env(probe), "cpu", build=lambda name: model)
+    run = spec(legacy=True, warmup_min=5, warmup_max=5, steps_min=50, steps_max=50)
+    result = probe.run_one(run, cpu_env(probe), "cpu", build=lambda name: model)
     assert result["status"] == "ok"
     assert torch.equal(before, model.fc.weight.detach())
+    assert (result["warmup_steps"], len(result["times_s"])) == (5, 50)  # DBC's 5 + 50
 
 
 def test_every_step_is_timed(probe: ModuleType) -> None:
