@@ -18,7 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dbc_accept.snapshot import FORMAT, LISTING_FILE, META_FILE, command_slug, redact_text
+from dbc_accept.snapshot import (
+    FORMAT,
+    LISTING_FILE,
+    META_FILE,
+    command_slug,
+    redact_argv,
+    redact_text,
+)
 from dbc_accept.target import CommandResult, Target
 from dbc_accept.verdict import FactError
 
@@ -128,7 +135,7 @@ class RecordingTarget:
         cmd = top / "cmd"
         cmd.mkdir(exist_ok=True)
         for argv, result in sorted(self.commands.items()):
-            record = {"argv": list(argv), "rc": result.rc,
+            record = {"argv": redact_argv(argv), "rc": result.rc,
                       "stdout": redact_text(result.stdout), "stderr": redact_text(result.stderr)}
             (cmd / f"{command_slug(argv)}.json").write_text(
                 json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -37,7 +37,7 @@ REDACTED_PREFIX = "redacted:sha256:"
 # Keys whose values are secrets: node.dat's node_private_key and priv_key, passwords,
 # tokens. "priv" counts only as a word of its own (not in kernel.unprivileged_bpf...).
 SECRET_KEY = re.compile(
-    r"password|passwd|passphrase|secret|token|private|(?:^|[_.-])priv(?:[_.-]|key|$)",
+    r"password|passwd|passphrase|secret|token|private[_.-]?key|(?:^|[_.-])priv(?:[_.-]|key|$)",
     re.IGNORECASE,
 )
 # key = value, key: value, KEY="value", --key=value (a line, an argv word, an env entry)
@@ -53,14 +53,38 @@ def redacted(value: str) -> str:
     return REDACTED_PREFIX + hashlib.sha256(value.encode()).hexdigest()
 
 
+# The same inside a line: key=value or key: value, and "--secret-flag VALUE".
+_INLINE = re.compile(
+    r"""(?P<head>(?P<key>[A-Za-z0-9_.-]+)(?:=|:[ \t]*)(?P<quote>["']?))
+        (?P<value>[^\s"',;]+)""",
+    re.VERBOSE,
+)
+_FLAG_VALUE = re.compile(r"(?P<head>(?P<key>--?[A-Za-z0-9_.-]+)[ \t]+)(?P<value>[^\s-]\S*)")
+
+
+def _replace(match: re.Match[str]) -> str:
+    value = match["value"]
+    if not SECRET_KEY.search(match["key"]) or value.startswith(REDACTED_PREFIX):
+        return match[0]
+    return f"{match['head']}{redacted(value)}"
+
+
 def _redact_word(word: str) -> str:
     match = _ASSIGNMENT.match(word)
-    if not match or not SECRET_KEY.search(match["key"]) or not match["value"]:
-        return word
-    if match["value"].startswith(REDACTED_PREFIX):
-        return word
-    q = match["quote"]
-    return f"{match['head']}{q}{redacted(match['value'])}{q}{match['tail']}"
+    if match and SECRET_KEY.search(match["key"]) and match["value"]:
+        if match["value"].startswith(REDACTED_PREFIX):
+            return word
+        q = match["quote"]
+        return f"{match['head']}{q}{redacted(match['value'])}{q}{match['tail']}"
+    return _FLAG_VALUE.sub(_replace, _INLINE.sub(_replace, word))
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """A command line with its secret values (``--password=X``, ``--token X``) redacted."""
+    words = list(argv)
+    if not words:
+        return words
+    return redact_text("\0".join([*words, ""])).split("\0")[:-1]
 
 
 def redact_text(text: str) -> str:
@@ -90,7 +114,8 @@ class SnapshotError(Exception):
 
 def command_slug(argv: Sequence[str]) -> str:
     """The file name (without ``.json``) under which a command's result is kept."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(argv[:3]))[:48].strip("_")
+    shown = redact_argv(argv[:3])  # a secret among the first words must not name the file
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(shown))[:48].strip("_")
     digest = hashlib.sha256(json.dumps(list(argv)).encode()).hexdigest()[:10]
     return f"{readable}-{digest}"
 
@@ -151,6 +176,8 @@ class SnapshotTarget:
     def read_link(self, path: str) -> str:
         parent = self._resolve(os.path.dirname(path)) if os.path.dirname(path) != "/" else None
         local = (parent / os.path.basename(path)) if parent else self._fs(path)
+        if parent is not None and parent.is_file():
+            raise NotADirectoryError(path)
         if not local.is_symlink():
             if not local.exists():
                 raise FileNotFoundError(path)

@@ -1,0 +1,228 @@
+"""Snapshot capture: what the recorder keeps, how it replays, and that no secret is kept."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from dbc_accept.cli import main
+from dbc_accept.facts import dbcnode, registry
+from dbc_accept.recording import RecordingTarget, capture
+from dbc_accept.snapshot import (
+    LISTING_FILE,
+    REDACTED_PREFIX,
+    SnapshotTarget,
+    command_slug,
+    redact_text,
+)
+from dbc_accept.target import LocalTarget, Target
+from selftests.test_remote_target import PATHS, outcomes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- the recorder and replay ------------------------------------------------------------
+
+
+def _tree(top: Path) -> Path:
+    (top / "dir").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (top / "dir" / name).write_text(name)
+    (top / "real").mkdir()
+    (top / "real" / "inner").write_text("through a link\n")
+    (top / "via").symlink_to("real")
+    (top / "abs").symlink_to(top / "real" / "inner")
+    (top / "dangling").symlink_to("nowhere")
+    return top
+
+
+def test_listing_kept_and_unread_entries_missing(tmp_path: Path) -> None:
+    top = _tree(tmp_path / "host")
+    recorder = RecordingTarget(LocalTarget())
+    assert recorder.list_dir(f"{top}/dir") == ["a", "b", "c"]
+    recorder.read_text(f"{top}/dir/a")
+    recorder.write(tmp_path / "snap")
+    replay = SnapshotTarget(tmp_path / "snap")
+    assert replay.list_dir(f"{top}/dir") == ["a", "b", "c"]
+    assert replay.read_text(f"{top}/dir/a") == "a"
+    for path in (f"{top}/dir/b", f"{top}/dir/{LISTING_FILE}", f"{top}/elsewhere"):
+        with pytest.raises(FileNotFoundError):
+            replay.read_text(path)
+    assert (tmp_path / "snap" / "fs" / str(top / "dir").lstrip("/") / LISTING_FILE).is_file()
+
+
+def test_links_kept_and_files_stored_at_their_real_path(tmp_path: Path) -> None:
+    top = _tree(tmp_path / "host")
+    recorder = RecordingTarget(LocalTarget())
+    recorder.read_text(f"{top}/via/inner")
+    recorder.read_text(f"{top}/abs")
+    recorder.read_link(f"{top}/dangling")
+    recorder.write(tmp_path / "snap")
+    fs = tmp_path / "snap" / "fs" / str(top).lstrip("/")
+    assert os.readlink(fs / "via") == "real" and (fs / "real" / "inner").is_file()
+    assert os.readlink(fs / "abs") == str(top / "real" / "inner")
+    replay = SnapshotTarget(tmp_path / "snap")
+    assert replay.read_text(f"{top}/via/inner") == "through a link\n"
+    assert replay.read_text(f"{top}/abs") == "through a link\n"
+    assert replay.read_link(f"{top}/dangling") == "nowhere"
+
+
+def test_replay_of_a_recording_answers_as_the_host(tmp_path: Path) -> None:
+    from selftests.test_remote_target import COMMANDS
+
+    top = _tree(tmp_path / "host")
+    (top / "file").write_bytes(b"line one\n\xc3\xa9t\xe9\n")
+    (top / "empty").write_text("")
+    (top / "secret").write_text("s")
+    (top / "closed").mkdir()
+    (top / "closed" / "inner").write_text("i")
+    (top / "link").symlink_to("file")
+    (top / "dirlink").symlink_to("dir")
+    (top / "dir" / "with space").write_text("s")
+    recorder = RecordingTarget(LocalTarget())
+    live = outcomes(recorder, str(top))
+    recorder.write(tmp_path / "snap")
+    assert outcomes(SnapshotTarget(tmp_path / "snap"), str(top)) == live
+    assert len(list((tmp_path / "snap" / "cmd").glob("*.json"))) == len(COMMANDS)
+    assert PATHS  # the same paths as the remote parity test
+
+
+def test_capture_runs_every_registered_gatherer(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "read-by-a-new-gatherer"
+    marker.write_text("seen\n")
+
+    def gather_new(target: Target) -> str:
+        return target.read_text(str(marker)) + target.run(["echo", "new"]).stdout
+
+    module = types.SimpleNamespace(GATHERERS=[gather_new])
+    monkeypatch.setattr(registry, "MODULES", [*registry.MODULES, module])
+    recorder = capture(LocalTarget())
+    assert recorder.files[str(marker)] == "seen\n"
+    assert ("echo", "new") in recorder.commands
+    assert not recorder.problems, recorder.problems
+
+
+def test_a_broken_gatherer_is_noted_and_the_rest_captured(monkeypatch: pytest.MonkeyPatch) -> None:
+    def gather_broken(target: Target) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(registry, "MODULES", [types.SimpleNamespace(
+        GATHERERS=[gather_broken, lambda t: t.read_text("/proc/cmdline")])])
+    recorder = capture(LocalTarget())
+    assert recorder.problems == ["gather_broken: KeyError: 'bug'"]
+    assert "/proc/cmdline" in recorder.files
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+SECRETS = ["5JpXTaPrivateKeyOfTheNode", "b3c1PrivKeyLegacyValue", "hunter2-libvirt",
+           "tok-9f8e7d6c", "s3cr3t-monitor", "pw-in-argv-1234"]
+
+
+def test_redaction_keeps_what_the_checks_need() -> None:
+    text = ("node_id=2gfpp3MAB\nnode_private_key=K1\npriv_key = K2\npub_key=P\n"
+            'kernel.unprivileged_bpf_disabled = 1\nauth_tcp = "none"\n#password = "x"\n')
+    out = redact_text(text).splitlines()
+    assert out[0] == "node_id=2gfpp3MAB" and out[3] == "pub_key=P"
+    assert out[1] == f"node_private_key={REDACTED_PREFIX}{hashlib.sha256(b'K1').hexdigest()}"
+    assert out[2].startswith(f"priv_key = {REDACTED_PREFIX}")
+    assert out[4:6] == ["kernel.unprivileged_bpf_disabled = 1", 'auth_tcp = "none"']
+    assert out[6].startswith(f'#password = "{REDACTED_PREFIX}') and out[6].endswith('"')
+    assert redact_text(redact_text(text)) == redact_text(text)
+
+
+def test_node_dat_parser_reads_the_marker() -> None:
+    raw = "node_id=2gfpp3MAB\nnode_private_key=K1\npriv_key=K2\n"
+    assert dbcnode.REDACTED == REDACTED_PREFIX  # one marker for the writer and the parser
+    assert dbcnode.parse_node_dat(redact_text(raw)) == dbcnode.parse_node_dat(raw)
+
+
+def _plant(tmp_path: Path) -> Path:
+    folder = tmp_path / "dbc_repo"
+    (folder / "conf").mkdir(parents=True)
+    (folder / "dat").mkdir()
+    (folder / "conf" / "core.conf").write_text(
+        "net_listen_port=5001\nhttp_port=5002\nminer_monitor_server=10.0.0.9:5006\n"
+        f"monitor_password={SECRETS[4]}\n")
+    (folder / "dat" / "node.dat").write_text(
+        f"node_id=2gfpp3MAB4Aa\nnode_private_key={SECRETS[0]}\npub_key=02abc\n"
+        f"priv_key={SECRETS[1]}\n")
+    return folder
+
+
+def test_a_snapshot_never_holds_a_secret(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _plant(tmp_path)
+    config = tmp_path / "app.conf"
+    config.write_text(f'listen = 1\npassword = "{SECRETS[2]}"\napi_token: {SECRETS[3]}\n')
+    cmdline = tmp_path / "cmdline"  # as /proc/PID/cmdline holds it
+    cmdline.write_text(f"/usr/bin/app\0--password\0{SECRETS[5]}\0-v\0")
+    argv = ["echo", "--password", SECRETS[5], f"db_password={SECRETS[2]}"]
+
+    def gather_planted(target: Target) -> None:
+        target.read_text(str(config))
+        target.read_text(str(cmdline))
+        target.run(argv)
+
+    monkeypatch.setattr(registry, "MODULES", [*registry.MODULES,
+                                              types.SimpleNamespace(GATHERERS=[gather_planted])])
+    assert main(["snapshot", str(tmp_path / "snap"), "--dbc-dir", str(folder)]) == 0
+    assert "secrets redacted" in capsys.readouterr().out
+    leaks = []
+    for path in (tmp_path / "snap").rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            leaks += [f"{path}: {s}" for s in SECRETS if s.encode() in data]
+    assert not leaks
+    kept = tmp_path / "snap" / "fs" / str(folder).lstrip("/")
+    node_dat = (kept / "dat" / "node.dat").read_text()
+    digest = hashlib.sha256(SECRETS[0].encode()).hexdigest()
+    assert f"node_private_key={REDACTED_PREFIX}{digest}" in node_dat
+    assert "node_id=2gfpp3MAB4Aa" in node_dat and "pub_key=02abc" in node_dat
+    # the replayed node.dat still has its key, comparable with a backup
+    dat = dbcnode.gather_node_dat(SnapshotTarget(tmp_path / "snap"), str(folder))
+    assert dat.key_digests["node_private_key"] == digest
+    assert "miner_monitor_server=10.0.0.9:5006" in (kept / "conf" / "core.conf").read_text()
+    kept_cmdline = (tmp_path / "snap" / "fs" / str(cmdline).lstrip("/")).read_text()
+    assert kept_cmdline.split("\0")[:2] == ["/usr/bin/app", "--password"]
+    assert SnapshotTarget(tmp_path / "snap").run(argv).stdout.startswith("--password redacted:")
+    record = json.loads((tmp_path / "snap" / "cmd" / f"{command_slug(argv)}.json").read_text())
+    assert record["argv"][:2] == ["echo", "--password"] and record["rc"] == 0
+
+
+# --- the whole machine ----------------------------------------------------------------------
+
+
+def _outcomes(*args: str) -> list[str]:
+    """`pytest -m host` on tests_host (a subprocess): outcome lines without the node's name."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir",
+         str(ROOT), "-m", "host", "--no-report", "-rA", "-p", "no:randomly",
+         str(ROOT / "tests_host"), *args],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=300)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = []
+    for line in proc.stdout.splitlines():
+        if re.match(r"(PASSED|FAILED|SKIPPED|ERROR|WARN) ", line):
+            line = re.sub(r"(local|snapshot:[^]\s:-]+)-?", "NODE", line.split(" - ")[0])
+            found.append(line)
+    return sorted(found)
+
+
+def test_replay_of_this_machine_equals_the_live_run(tmp_path: Path) -> None:
+    snap = tmp_path / "snap"
+    assert main(["snapshot", str(snap)]) == 0
+    live = _outcomes()
+    replay = _outcomes(f"--snapshot={snap}")
+    assert live and replay == live
+    assert any(line.startswith("PASSED") for line in live)
+    assert any(line.startswith(("FAILED", "WARN")) for line in live)  # checks that can fail
