@@ -471,3 +471,38 @@ def test_overlay_retries_once_when_the_pool_went_away(conn: Any, template: str,
                         lambda *_a: (_ for _ in ()).throw(PoolGone("gone again")))
     with pytest.raises(libvirt.libvirtError):
         create_overlay(conn, template, new_run_id())
+
+
+def test_a_gpu_not_back_on_vfio_is_a_teardown_problem(conn: Any, template: str) -> None:
+    host = SysfsTarget({GPU: "vfio-pci", GPU_AUDIO: "vfio-pci"})
+    vm = TestVm(_spec(template), target=host)
+    vm.create()
+    host.drivers[GPU] = "nouveau"  # the host took the GPU back when the VM let it go
+    problems = vm.teardown(graceful_timeout=0)
+    assert problems == [f"GPU function {GPU} is bound to nouveau after the test VM, not "
+                        "vfio-pci"]
+    assert vm.gpu_problems == problems
+    assert vm.name not in _names(conn) and volume_name(vm.run_id) not in _volumes(conn)
+
+
+def test_agent_addresses_are_taken_from_our_nic_only() -> None:
+    class AgentOnly:
+        def XMLDesc(self, _flags: int) -> str:
+            return ("<domain><devices><interface type='network'>"
+                    "<mac address='52:54:00:AA:BB:CC'/></interface></devices></domain>")
+
+        def interfaceAddresses(self, source: int, _flags: int) -> dict[str, Any]:
+            if source != libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT:
+                raise libvirt.libvirtError("no lease yet")
+            v4 = libvirt.VIR_IP_ADDR_TYPE_IPV4
+            return {
+                "lo": {"hwaddr": "00:00:00:00:00:00", "addrs": [{"type": v4, "addr": "127.0.0.1"}]},
+                "docker0": {"hwaddr": "02:42:ac:11:00:01",
+                            "addrs": [{"type": v4, "addr": "172.17.0.1"}]},
+                "enp1s0": {"hwaddr": "52:54:00:aa:bb:cc",
+                           "addrs": [{"type": 1, "addr": "fe80::1"},
+                                     {"type": v4, "addr": "192.168.122.50"}]},
+            }
+
+    vm = TestVm(_spec("/i.qcow2", gpus=()))
+    assert vm._address(AgentOnly()) == "192.168.122.50"

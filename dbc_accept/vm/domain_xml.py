@@ -172,3 +172,9 @@ def disk_sources(xml: str) -> list[str]:
     """The file paths of a domain's disks."""
     root = ET.fromstring(xml)
     return [s.get("file", "") for s in root.iterfind("devices/disk/source") if s.get("file")]
+
+
+def nic_macs(xml: str) -> list[str]:
+    """The MAC addresses of a domain's network interfaces."""
+    root = ET.fromstring(xml)
+    return [m.get("address", "") for m in root.iterfind("devices/interface/mac")]

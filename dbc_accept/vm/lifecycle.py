@@ -21,7 +21,7 @@ from typing import Any
 from dbc_accept.target import LocalTarget, Target
 from dbc_accept.vm import agent
 from dbc_accept.vm.agent import AgentResult
-from dbc_accept.vm.domain_xml import build_domain_xml, parse_run_tag
+from dbc_accept.vm.domain_xml import build_domain_xml, nic_macs, parse_run_tag
 from dbc_accept.vm.errors import StorageError, VmBootTimeout, VmError, VmRefused
 from dbc_accept.vm.lvutil import code, connect, lv, message
 from dbc_accept.vm.safety import VFIO, host_driver, preflight, recheck_gpus
@@ -198,6 +198,8 @@ class TestVm:
 
     def _address(self, dom: Any) -> str | None:
         libvirt = lv()
+        # the agent lists every guest interface (docker0 too): keep only our NIC's
+        macs = {m.lower() for m in nic_macs(dom.XMLDesc(0))}
         for source in (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
                        libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
                        libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP):
@@ -206,6 +208,8 @@ class TestVm:
             except libvirt.libvirtError:
                 continue  # no agent yet, no lease yet: try the next source
             for iface in ifaces.values():
+                if str(iface.get("hwaddr") or "").lower() not in macs:
+                    continue
                 for addr in iface.get("addrs") or []:
                     ip = str(addr.get("addr", ""))
                     if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and not \
