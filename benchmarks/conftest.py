@@ -40,6 +40,10 @@ def _writer(config: pytest.Config) -> Callable[[str], None]:
 def cnn_bench(request: pytest.FixtureRequest, guest: Any) -> CnnBench:
     """Every selected run of the profile, measured in one probe process."""
     config = request.config
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers > 1:
+        pytest.fail(f"the CNN benchmark cannot share the GPUs between {workers} xdist workers:"
+                    " run it on its own, without -n (or with -n 0)", pytrace=False)
     ratio = config.getoption("dbc_bench_min_ratio")
     if not 0 < ratio <= 2:
         raise pytest.UsageError(f"--bench-min-ratio {ratio}: give a share such as 0.85")

@@ -385,3 +385,47 @@ def test_whole_probe_on_cpu_with_a_stand_in_torchvision(tmp_path: Path) -> None:
     assert missing["status"] == "skipped" and "has no model resnet50" in missing["reason"]
     row = output.row(train, run.env, *output.judge(train, run.env, reference.load(), 0.85))
     assert row["verdict"] == "no reference" and row["gpu"] == "cpu"
+
+
+class RemoteGuest:
+    """A guest reached over a link: no streaming unless it offers ``stream``."""
+
+    name = "ssh://dbc@guest"
+    workdir = "/tmp/w"
+
+    def __init__(self, stdout: str) -> None:
+        self.stdout = stdout
+        self.calls: list[list[str]] = []
+        self.puts: list[str] = []
+
+    def put(self, local: str, remote: str) -> None:
+        self.puts.append(remote)
+
+    def run(self, argv: list[str], timeout: float = 30.0) -> Any:
+        from dbc_accept.target import CommandResult
+
+        self.calls.append(list(argv))
+        out = self.stdout if argv[0] == "python3" else ""
+        return CommandResult(tuple(argv), 0, out, "")
+
+
+def test_remote_guest_without_and_with_streaming() -> None:
+    text = 'DBCBENCH {"kind": "env"}\nwarning: x\nDBCBENCH {"kind": "done"}\n'
+    guest = RemoteGuest(text)
+    seen: list[dict[str, Any]] = []
+    run = run_probe(guest, {"runs": []}, seen.append, timeout=10)
+    assert run.done and [s["kind"] for s in seen] == ["env", "done"]
+    assert guest.puts == ["/tmp/w/probes/cnn_bench.py", "/tmp/w/probes/cnn_bench_plan.json"]
+    assert guest.calls[-1] == ["python3", *guest.puts]
+
+    streamed: list[str] = []
+
+    class Streaming(RemoteGuest):
+        def stream(self, argv: list[str], timeout: float, on_line: Any) -> Any:
+            for line in self.stdout.splitlines():
+                streamed.append(line)
+                on_line(line)
+            return self.run(["true"])
+
+    run = run_probe(Streaming(text), {"runs": []}, seen.append, timeout=10)
+    assert run.done and len(streamed) == 3

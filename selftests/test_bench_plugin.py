@@ -122,3 +122,12 @@ def test_benchmark_report_table_and_plot(pytester: pytest.Pytester) -> None:
     assert slow["outcome"] == "failed" and "4,288 images/s" in slow["expected"]
     assert slow["bench"]["ratio"] == pytest.approx(0.7, abs=0.01)
     result.stdout.fnmatch_lines(["*cnn benchmark: 9 runs; set-up 3 s, warm-up 9 s, measured *"])
+
+
+def test_benchmark_refuses_to_share_gpus_between_xdist_workers(pytester: pytest.Pytester) -> None:
+    setup(pytester)
+    result = pytester.runpytest_subprocess(
+        "benchmarks", "-m", "benchmark", "--guest", "local", "--bench-profile", "quick",
+        "--fake-probe", str(fake_probe(pytester)), "--no-report", "-n", "2", "-k", "resnet")
+    result.assert_outcomes(errors=4)
+    result.stdout.fnmatch_lines(["*cannot share the GPUs between 2 xdist workers*"])

@@ -84,15 +84,27 @@ def run_probe(guest: Any, plan: dict[str, Any], on_line: Callable[[Line], None],
         os.unlink(fh.name)
     argv = ["python3", remote_probe, remote_plan]
     if isinstance(guest, LocalTarget):
-        out = _stream_local(argv, on_line, timeout)
-    else:  # a remote guest answers when the command ends: progress comes all at once
+        return _finish(_stream_local(argv, on_line, timeout), start)
+    out = ProbeRun()
+
+    def take(text: str) -> None:
+        line = parse_line(text.rstrip("\n"))
+        if line is not None:
+            out.add(line)
+            on_line(line)
+
+    stream = getattr(guest, "stream", None)
+    if stream is not None:  # stream(argv, timeout, on_stdout_line) -> CommandResult
+        res = stream(argv, timeout, take)
+    else:  # a guest that answers when the command ends: the progress comes all at once
         res = guest.run(argv, timeout=timeout)
-        out = ProbeRun(rc=res.rc, stderr_tail=res.stderr[-STDERR_TAIL:])
         for text in res.stdout.splitlines():
-            line = parse_line(text)
-            if line is not None:
-                out.add(line)
-                on_line(line)
+            take(text)
+    out.rc, out.stderr_tail = res.rc, res.stderr[-STDERR_TAIL:]
+    return _finish(out, start)
+
+
+def _finish(out: ProbeRun, start: float) -> ProbeRun:
     out.wall_s = time.monotonic() - start
     return out
 
