@@ -74,7 +74,9 @@ def has_bf16(torch, index):
 
 
 def set_tf32(torch, on):
-    """Turn TF32 on/off where this torch has the switches (>= 1.7)."""
+    """Turn TF32 on/off with the allow_tf32 flags (torch >= 1.7). Their setters keep the
+    fp32_precision settings of torch >= 2.9 in step; setting those directly instead makes
+    torch refuse the mix with the flags that its own code still reads."""
     matmul = getattr(torch.backends.cuda, "matmul", None)
     if matmul is not None and hasattr(matmul, "allow_tf32"):
         matmul.allow_tf32 = on
