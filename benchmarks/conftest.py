@@ -13,6 +13,13 @@ from dbc_accept.bench.session import CnnBench
 from dbc_accept.report import attach
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    ratio = config.getoption("dbc_bench_min_ratio")
+    if not 0 < ratio <= 2:
+        raise pytest.UsageError(f"--bench-min-ratio {ratio}: give a share of the reference "
+                                "figure, such as 0.85")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bench_run" in metafunc.fixturenames:
         runs = profile(metafunc.config.getoption("dbc_bench_profile")).runs
@@ -45,8 +52,6 @@ def cnn_bench(request: pytest.FixtureRequest, guest: Any) -> CnnBench:
         pytest.fail(f"the CNN benchmark cannot share the GPUs between {workers} xdist workers:"
                     " run it on its own, without -n (or with -n 0)", pytrace=False)
     ratio = config.getoption("dbc_bench_min_ratio")
-    if not 0 < ratio <= 2:
-        raise pytest.UsageError(f"--bench-min-ratio {ratio}: give a share such as 0.85")
     ids = {item.callspec.params["bench_run"].id for item in request.session.items
            if hasattr(item, "callspec") and isinstance(
                item.callspec.params.get("bench_run"), RunSpec)}

@@ -131,3 +131,11 @@ def test_benchmark_refuses_to_share_gpus_between_xdist_workers(pytester: pytest.
         "--fake-probe", str(fake_probe(pytester)), "--no-report", "-n", "2", "-k", "resnet")
     result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines(["*cannot share the GPUs between 2 xdist workers*"])
+
+
+def test_bad_min_ratio_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    setup(pytester)
+    result = pytester.runpytest_inprocess("benchmarks", "--guest", "local",
+                                          "--bench-min-ratio", "85", "--no-report")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--bench-min-ratio 85.0: give a share*0.85*"])
