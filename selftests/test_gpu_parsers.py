@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbc_accept.facts.gpu_guest import (
     HW_REASONS,
@@ -135,3 +138,14 @@ def test_link_bandwidth() -> None:
     assert link_gbps(5, 16) == pytest.approx(63.0, abs=0.1)
     assert 0.8 * link_gbps(5, 16) < 55.4  # what the H200 reached  # type: ignore[operator]
     assert link_gbps(None, 16) is None and link_gbps(9, 16) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("GPU 0x:. \n\tabcNA/[]=,-1609")), max_size=400))
+def test_parsers_fail_only_with_value_errors(text: str) -> None:
+    """Garbage output becomes "could not parse" (ValueError/KeyError), never a crash."""
+    for parser in (parse_smi_q, parse_xconfig_displays, parse_inventory, parse_query_csv):
+        with contextlib.suppress(ValueError, KeyError):
+            parser(text)
+    parse_xids(text)
+    number(text)

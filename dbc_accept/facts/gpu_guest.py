@@ -44,8 +44,9 @@ def number(text: str | None) -> float | None:
     if text is None or text.strip() in NA:
         return None
     value = text.strip()
-    if value.lower().startswith("0x"):
-        return float(int(value, 16))
+    hexa = re.match(r"0[xX]([0-9a-fA-F]+)", value)
+    if hexa:
+        return float(int(hexa.group(1), 16))
     match = re.match(r"[-+]?\d+(\.\d+)?", value)
     return float(match.group()) if match else None
 
