@@ -26,7 +26,7 @@ import pytest
 from dbc_accept.facts import HostFacts
 from dbc_accept.guest.probe import ProbeRunner
 from dbc_accept.guest.profiles import profile
-from dbc_accept.guest.slots import expected_gpu_count, gpu_slots
+from dbc_accept.guest.slots import Slot, expected_gpu_count, gpu_slots
 
 # Time limits of the probes (seconds); the stress and VRAM ones add their own length.
 PROBE_TIMEOUT = {"torch_info": 120, "nvml": 60, "matmul": 300, "train": 300,
@@ -46,10 +46,16 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--stress-seconds: give a positive number of seconds")
 
 
+SLOTS_KEY = pytest.StashKey[list[Slot] | None]()
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "slot" not in metafunc.fixturenames:
         return
-    slots = gpu_slots(metafunc.config)
+    config = metafunc.config
+    if SLOTS_KEY not in config.stash:  # sysfs is read once per run, not once per test
+        config.stash[SLOTS_KEY] = gpu_slots(config)
+    slots = config.stash[SLOTS_KEY]
     if slots is None:
         reason = ("the GPUs of this guest are not known before it is reached: "
                   "pass --expect-gpus N")
