@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def _qemu_img(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def conn() -> Iterator[Any]:
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img is not installed (apt-get install qemu-utils)")
     try:
         c = libvirt.open(URI)
     except libvirt.libvirtError as exc:
