@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from dbc_accept.vm.domain_xml import build_domain_xml
 from dbc_accept.vm.spec import (
     VmSpec,
     choose_gpus,
@@ -137,3 +141,22 @@ def test_spec_validation() -> None:
         with pytest.raises(ValueError):
             VmSpec(**{**base, **bad})  # type: ignore[arg-type]
     assert normalize_bdf("0A:1f.3") == "0000:0a:1f.3"
+
+
+@given(text=st.text(alphabet=st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)),
+                    max_size=60))
+@settings(max_examples=60, deadline=None)
+def test_any_printable_value_survives_the_xml_tree(text: str) -> None:
+    spec = VmSpec(uri="test:///default", image="/i.qcow2", gpus=(), memory_mib=256, vcpus=1,
+                  kernel="/k" + text, cmdline=text, console_log="/log" + text, run_id="p1")
+    root = ET.fromstring(build_domain_xml(spec, "dbc-accept-p1", "/o" + text))
+    assert root.findtext("os/cmdline") == (text or None)
+    assert root.findtext("os/kernel") == "/k" + text
+    assert root.find("devices/disk/source").get("file") == "/o" + text  # type: ignore[union-attr]
+    assert root.find("devices/serial/source").get("path") == "/log" + text  # type: ignore[union-attr]
+
+
+def test_control_characters_are_refused() -> None:
+    with pytest.raises(ValueError, match="control characters"):
+        VmSpec(uri="test:///default", image="/i.qcow2", gpus=(), memory_mib=256, vcpus=1,
+               cmdline="console=ttyS0\x00")

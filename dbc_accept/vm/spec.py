@@ -22,6 +22,7 @@ NS = "urn:dbc-accept:vm:1"  # the metadata namespace that marks a domain as this
 NS_PREFIX = "dbca"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # new_run_id(): UTC time, creating pid, random part
+_CONTROL_RE = re.compile("[\x00-\x1f\ufffe\uffff]")  # not carried by XML 1.0
 _MADE_ID_RE = re.compile(r"^(?P<stamp>\d{8}T\d{6})-p(?P<pid>\d+)-[0-9a-f]{6}$")
 
 GIB_KIB = 1024 * 1024
@@ -58,6 +59,10 @@ class VmSpec:
             raise ValueError(f"run id {self.run_id!r}: use letters, digits, '.', '_', '-'")
         for bdf in self.gpus:
             normalize_bdf(bdf)
+        for name in ("uri", "image", "network", "kernel", "initrd", "cmdline", "console_log"):
+            value = getattr(self, name) or ""
+            if _CONTROL_RE.search(value):
+                raise ValueError(f"{name} {value!r} contains control characters")
 
 
 def new_run_id(now: float | None = None, pid: int | None = None) -> str:
