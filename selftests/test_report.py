@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,11 @@ def test_report_folder_and_contents(pytester: pytest.Pytester) -> None:
     assert "kvm.ignore_msrs=1" in html and failed["fix"].split("`")[0] in html
     assert "Result folder" in html and "dbc-findings" in html and "node.dat as read" in html
     assert json.loads((folder / "system_info.json").read_text())["node"] == "snapshot-snap"
+    blob = re.search(r'data-jsonblob="([^"]*)"', html)
+    assert blob is not None
+    env = json.loads(unescape(blob.group(1)))["environment"]
+    assert env["Node"] == "snapshot-snap" and {"GPUs", "Driver", "CUDA", "torch",
+                                                 "dbc-accept"} <= set(env)
     result.stdout.fnmatch_lines(["*dbc-accept report*", f"report:  {folder}/report.html"])
 
 
