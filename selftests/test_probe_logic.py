@@ -128,3 +128,16 @@ def test_ddp_slices_equal_one_batch_on_the_cpu() -> None:
     torch.nn.CrossEntropyLoss()(model(x), y).backward()
     for p, g0, g1 in zip(model.parameters(), *grads, strict=True):
         assert torch.allclose(p.grad, (g0 + g1) / 2, atol=1e-6)
+
+
+def test_stress_comparison_counts_faults_not_rounding() -> None:
+    stress = load("stress")
+    first = torch.tensor([100.0, -50.0, 3.0, 0.5], dtype=torch.bfloat16)
+    threshold = (first.float().abs() * 0.05 + 0.05).to(torch.bfloat16)
+    out = first.clone()
+    out[0] = 100.5  # one bf16 ulp off: rounding, not a fault
+    out[1] = 50.0  # a sign flip
+    out[3] = float("nan")
+    bad, inexact = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
+    stress.compare(torch, out, first, threshold, torch.empty_like(first), bad, inexact)
+    assert int(bad) == 2 and int(inexact) == 3

@@ -15,15 +15,21 @@ pytestmark = [pytest.mark.vm, pytest.mark.integration, pytest.mark.gpu, pytest.m
 Probe = Callable[[str], dict[str, Any]]
 
 
+def doc_tol(entry: dict[str, Any]) -> str:
+    return f"{entry.get('tolerance', 0.05):.0%}"
+
+
 def test_stress(slot: Slot, probe: Probe) -> None:
     entry = entry_of(probe("stress"), slot, "guest.stress")
     tele = entry["telemetry"]
     observe(stress_tflops=round(entry["tflops"], 1), stress_iterations=entry["iterations"],
+            stress_inexact_elements=entry["inexact_elements"],
             temp_c_max=tele["temp_c_max"], power_w_max=tele["power_w_max"],
             sm_mhz=tele["sm_mhz"], clock_reasons=decode_reasons(tele["reasons_seen"]))
     check(entry["mismatched_elements"] == 0 and entry["first_finite"], "guest.stress",
-          observed=f"{entry['mismatched_elements']} elements differ between iterations "
-          f"({entry['iterations']} products)", expected="identical results every iteration")
+          observed=f"{entry['mismatched_elements']} elements off the first product by more than "
+          f"{doc_tol(entry)} ({entry['iterations']} products)",
+          expected="the same result every iteration")
     bad = tele["reasons_seen"] & (HW_REASONS | THERMAL_REASONS)
     check(not bad, "guest.throttle", observed=f"under load: {', '.join(decode_reasons(bad))} "
           f"({tele['hw_slowdown_samples']} of {tele['samples']} samples)",

@@ -2,7 +2,8 @@
 gpu-burn does), while a thread samples temperature, power, clocks and throttle reasons.
 
 cuBLAS gives bit-identical results for the same product on the same GPU and stream, so a
-healthy GPU gives the same product every time; a fault shows as elements that differ.
+healthy GPU gives the same product every time. Elements that differ by more than ``tol``
+(relative, or NaN) are counted as errors; bit-level differences are counted apart.
 """
 
 import argparse
@@ -20,7 +21,16 @@ def burn_dtype(torch, index):
     return torch.bfloat16 if dbcprobe.has_bf16(torch, index) else torch.float16
 
 
-def burn(torch, index, seconds, n, result):
+def compare(torch, out, first, threshold, diff, bad, inexact):
+    """Add to ``bad`` the elements of ``out`` off ``first`` by more than ``threshold`` (NaN
+    included) and to ``inexact`` those not bit-identical; ``diff`` is scratch space."""
+    inexact += (out != first).sum()
+    torch.sub(out, first, out=diff)
+    diff.abs_()
+    bad += (~torch.le(diff, threshold)).sum()
+
+
+def burn(torch, index, seconds, n, tol, result):
     entry = {"index": index, "name": torch.cuda.get_device_name(index)}
     try:
         device = torch.device("cuda", index)
@@ -30,22 +40,24 @@ def burn(torch, index, seconds, n, result):
         a = torch.randn(n, n, device=device, dtype=torch.float32, generator=gen).to(dtype)
         b = torch.randn(n, n, device=device, dtype=torch.float32, generator=gen).to(dtype)
         first = a @ b
-        out = torch.empty_like(first)
+        out, diff = torch.empty_like(first), torch.empty_like(first)
+        threshold = (first.float().abs() * tol + tol).to(dtype)
         bad = torch.zeros((), dtype=torch.int64, device=device)
+        inexact = torch.zeros((), dtype=torch.int64, device=device)
         torch.cuda.synchronize(device)
         iterations, t0 = 0, time.time()
         deadline = dbcprobe.deadline_after(seconds)
         while not dbcprobe.past(deadline):
             for _ in range(20):  # check the clock once per 20 products
                 torch.matmul(a, b, out=out)
-                bad += (out != first).sum()
+                compare(torch, out, first, threshold, diff, bad, inexact)
             torch.cuda.synchronize(device)
             iterations += 20
         elapsed = time.time() - t0
-        entry.update({"dtype": str(dtype).replace("torch.", ""), "n": n,
+        entry.update({"dtype": str(dtype).replace("torch.", ""), "n": n, "tolerance": tol,
                       "iterations": iterations, "seconds": elapsed,
                       "tflops": 2.0 * n ** 3 * iterations / elapsed / 1e12,
-                      "mismatched_elements": int(bad),
+                      "mismatched_elements": int(bad), "inexact_elements": int(inexact),
                       "first_finite": bool(torch.isfinite(first).all())})
     except Exception as exc:  # one broken GPU must not hide the others' results
         entry["error"] = "%s: %s" % (type(exc).__name__, exc)
@@ -56,7 +68,8 @@ def collect(args):
     torch = dbcprobe.import_torch()
     result = {}
     count = torch.cuda.device_count()
-    threads = [threading.Thread(target=burn, args=(torch, i, args.seconds, args.n, result))
+    threads = [threading.Thread(target=burn, args=(torch, i, args.seconds, args.n, args.tol,
+                                                   result))
                for i in range(count)]
     with dbcprobe.Sampler(period=args.period) as sampler:
         for t in threads:
@@ -68,13 +81,15 @@ def collect(args):
         entry = result.get(i, {"index": i, "error": "no result"})
         entry["telemetry"] = sampler.summary(i)
         gpus.append(entry)
-    return {"seconds": args.seconds, "gpus": gpus}
+    return {"seconds": args.seconds, "tolerance": args.tol, "gpus": gpus}
 
 
 def parser():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--n", type=int, default=8192)
+    p.add_argument("--tol", type=float, default=0.05,
+                   help="relative difference from the first product that counts as an error")
     p.add_argument("--period", type=float, default=0.5, help="seconds between NVML samples")
     return p
 
