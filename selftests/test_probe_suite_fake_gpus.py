@@ -1,0 +1,96 @@
+"""tests_vm against a guest with two healthy H200s (canned answers), then with planted faults:
+a healthy node passes everything, and each fault fails exactly the tests concerned."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONFTEST = '''
+import pytest
+from selftests.fake_gpu_guest import FakeGpuGuest
+from selftests.test_probe_suite_fake_gpus import FAULTS
+
+pytest_plugins = ["dbc_accept.plugin"]
+
+
+@pytest.fixture(scope="session")
+def guest(request):
+    return FakeGpuGuest(FAULTS.get(request.config.getoption("--fault"), {}))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fault", default="")
+'''
+
+
+def _stress_mismatch(doc: dict) -> dict:  # type: ignore[type-arg]
+    doc["gpus"][1]["mismatched_elements"] = 17
+    return doc
+
+
+def _hw_slowdown(doc: dict) -> dict:  # type: ignore[type-arg]
+    doc["gpus"][0]["telemetry"]["reasons_seen"] = 0x4 | 0x8
+    return doc
+
+
+def _gen4(doc: dict) -> dict:  # type: ignore[type-arg]
+    doc["gpus"][1]["pcie_gen_busy"] = 4
+    return doc
+
+
+FAULTS = {
+    "stress": {"stress": _stress_mismatch},
+    "slowdown": {"stress": _hw_slowdown},
+    "pcie": {"transfer": _gen4},
+    "xid": {"dmesg": lambda t: t + "[ 80.0] NVRM: Xid (PCI:0000:00:07): 79, GPU has fallen "
+                                   "off the bus.\n"},
+    "remap": {"smi-q": lambda t: t.replace("Remapping Failure Occurred        : No",
+                                           "Remapping Failure Occurred        : Yes", 1)},
+    "no-torch": {"torch_info": lambda d: {"error": "torch not installed (No module named "
+                                                   "'torch')"}},
+}
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST)
+    shutil.copytree(ROOT / "tests_vm", pytester.path / "tests_vm",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.syspathinsert(ROOT)
+    return pytester
+
+
+ARGS = ("tests_vm", "-m", "unit or integration", "--guest", "local", "--expect-gpus", "2",
+        "--no-report", "-p", "no:cacheprovider")
+
+
+def failed(recorder: pytest.HookRecorder) -> set[str]:
+    """Names of the tests that failed (in any phase)."""
+    return {r.nodeid.split("::")[1] for r in recorder.getfailures()}
+
+
+def test_two_healthy_h200s_pass_everything(suite: pytest.Pytester) -> None:
+    result = suite.runpytest(*ARGS)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+    # skipped: DBC's display check (the H200 has no outputs), per GPU
+    assert outcomes["skipped"] == 2 and outcomes["passed"] > 40
+
+
+@pytest.mark.parametrize(("fault", "expected"), [
+    ("stress", {"test_stress[gpu1]"}),
+    ("slowdown", {"test_stress[gpu0]"}),
+    ("pcie", {"test_pcie_link[gpu1]"}),
+    ("xid", {"test_no_xid"}),
+    ("remap", {"test_memory_repair[gpu0]"}),
+    ("no-torch", {"test_cuda_available"}),
+])
+def test_each_fault_fails_its_tests(suite: pytest.Pytester, fault: str,
+                                    expected: set[str]) -> None:
+    result = suite.inline_run(*ARGS, "--fault", fault)
+    assert failed(result) == expected
