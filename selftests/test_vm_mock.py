@@ -506,3 +506,14 @@ def test_agent_addresses_are_taken_from_our_nic_only() -> None:
 
     vm = TestVm(_spec("/i.qcow2", gpus=()))
     assert vm._address(AgentOnly()) == "192.168.122.50"
+
+
+def test_reaper_says_when_a_gpu_is_not_back_on_vfio(conn: Any, template: str) -> None:
+    left = TestVm(_spec(template, run_id=new_run_id(pid=_dead_pid())), target=VFIO_HOST)
+    left.create()
+    host = SysfsTarget({GPU: "nvidia", GPU_AUDIO: "vfio-pci"})
+    lines = reaper.sweep(URI, target=host)
+    assert any(left.name in line for line in lines)
+    assert f"GPU function {GPU} is bound to nvidia after removing {left.name}, not vfio-pci" \
+        in lines
+    assert not any(GPU_AUDIO in line for line in lines)

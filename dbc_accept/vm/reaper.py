@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dbc_accept.vm.domain_xml import RunTag, disk_sources, parse_run_tag
-from dbc_accept.vm.errors import StorageError
+from dbc_accept.target import Target
+from dbc_accept.vm.domain_xml import RunTag, disk_sources, hostdev_addresses, parse_run_tag
+from dbc_accept.vm.errors import StorageError, VmError
 from dbc_accept.vm.lvutil import code, connect, lv, message
+from dbc_accept.vm.safety import VFIO, host_driver
 from dbc_accept.vm.spec import NS, domain_name, run_id_origin
 from dbc_accept.vm.storage import (
     POOL_RE,
@@ -112,6 +114,8 @@ class _Sweep:
         self.removed: list[str] = []
         self.live_runs: set[str] = set()
         self.folders: set[str] = set()  # where removed domains had their overlays
+        self.target: Target | None = None  # the host whose GPU drivers are checked
+        self.gpu_problems: list[str] = []
 
     def domains(self) -> None:
         libvirt = lv()
@@ -131,13 +135,30 @@ class _Sweep:
                     self.log(f"left {dom.name()}: its run (pid {tag.pid}) is still going")
                     continue
                 state = "running" if dom.isActive() else "defined"
+                gpus = hostdev_addresses(dom.XMLDesc(0)) if state == "running" else []
                 _remove_domain(dom)
+                self.check_gpus(dom.name(), gpus)
                 if tag.overlay and VOLUME_RE.match(os.path.basename(tag.overlay)):
                     self.folders.add(os.path.dirname(tag.overlay))
                 self.removed.append(f"removed domain {dom.name()} ({state}, run {tag.run_id}, "
                                     f"created {tag.created or 'unknown'})")
             except libvirt.libvirtError as exc:
                 self.log(f"could not sweep a domain: {message(exc)}")
+
+    def check_gpus(self, name: str, bdfs: list[str]) -> None:
+        """Say so when a GPU the removed VM held is not back on vfio-pci."""
+        if self.target is None:
+            return
+        for bdf in bdfs:
+            try:
+                driver = host_driver(self.target, bdf)
+            except VmError as exc:
+                self.log(f"could not check GPU function {bdf}: {exc}")
+                continue
+            if driver != VFIO:
+                self.gpu_problems.append(
+                    f"GPU function {bdf} is bound to {driver or 'no driver'} after removing "
+                    f"{name}, not {VFIO}")
 
     def used_paths(self) -> dict[str, set[str]]:
         """{disk path: names of the domains using it}, over every remaining domain."""
@@ -202,19 +223,22 @@ class _Sweep:
 
 
 def sweep(uri: str, force: bool = False, log: Callable[[str], None] | None = None,
-          folders: Iterable[str] = ()) -> list[str]:
+          folders: Iterable[str] = (), target: Target | None = None) -> list[str]:
     """Remove this tool's leftover domains and overlays at ``uri``; one line per removal.
 
     Overlays are looked for in every active pool, in the folders of the removed domains'
     overlays, and in ``folders`` (pass the template's folder: after a libvirtd restart
     the transient pool of a crashed run is gone, but its overlay file is not).
+    With ``target`` (the libvirt host), each GPU a removed running VM held is checked to be
+    back on vfio-pci; a line says so when one is not.
     """
     conn = connect(uri)
     try:
         work = _Sweep(conn, force, log or (lambda _m: None))
+        work.target = target
         work.domains()
         work.cover(work.folders | {os.path.normpath(f) for f in folders})
         work.volumes()
-        return work.removed
+        return work.removed + work.gpu_problems
     finally:
         conn.close()
