@@ -19,6 +19,7 @@ local`` and ``--guest vm`` (``--gpus`` narrows them). Ids name the model when sy
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +114,18 @@ def probe(probes: ProbeRunner, request: pytest.FixtureRequest) -> Callable[..., 
         return probes.get(name, argv, timeout=timeout)
 
     return run
+
+
+def _stage(item: pytest.Item) -> int:
+    """Unit tests first (health read on an idle GPU), then integration, the burn last."""
+    if item.get_closest_marker("unit") is not None:
+        return 0
+    return 2 if item.get_closest_marker("slow") is not None else 1
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if here in Path(item.path).parents]
+    ordered = sorted((items[i] for i in slots), key=_stage)  # stable: file order kept within
+    for i, item in zip(slots, ordered, strict=True):
+        items[i] = item
