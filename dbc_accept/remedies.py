@@ -285,6 +285,10 @@ REMEDIES: dict[str, Remedy] = {
     "guest.ddp": Remedy(
         "multi-GPU training does not match one GPU: check NCCL (`NCCL_DEBUG=INFO`), the "
         "GPUs' PCIe/NVLink links (`nvidia-smi topo -m`) and the Xid lines of the kernel log"),
+    "guest.p2p": Remedy(
+        "GPUs cannot reach each other's memory: on bare metal enable P2P/ACS settings in the "
+        "BIOS; for VMs pass the GPUs with their PCIe switch, or accept slower multi-GPU "
+        "traffic through host memory (`nvidia-smi topo -m` shows the paths)"),
     "guest.allreduce": Remedy(
         "NCCL all-reduce gives wrong sums: check `nvidia-smi topo -m`, NVLink health "
         "(`nvidia-smi nvlink -e`), the Xid lines of the kernel log; replace the faulty GPU"),

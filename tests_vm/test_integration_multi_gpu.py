@@ -27,9 +27,9 @@ def test_p2p_matrix(probe: Probe) -> None:
     doc = _multi(probe)
     pairs = [f"{i}->{j}" for i, row in enumerate(doc["p2p"]) for j, ok in enumerate(row)
              if not ok]
-    observe(p2p_missing=pairs)  # recorded: passthrough VMs often lack P2P, NCCL copes
-    check(len(doc["p2p"]) == doc["count"], "guest.ddp", observed=f"{len(doc['p2p'])} rows",
-          expected=f"{doc['count']} rows")
+    # A warning only: passthrough VMs often lack P2P, and NCCL then goes through host memory.
+    check(not pairs, "guest.p2p", level="warn", observed=f"no peer access {', '.join(pairs)}",
+          expected="every GPU can reach every other's memory (P2P)")
 
 
 def test_allreduce(probe: Probe) -> None:
