@@ -4,6 +4,7 @@ a healthy node passes everything, and each fault fails exactly the tests concern
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFTEST = '''
 import pytest
 from selftests.fake_gpu_guest import FakeGpuGuest
-from selftests.test_probe_suite_fake_gpus import FAULTS
+from selftests.test_probe_suite_fake_gpus import FAULTS, _xid_later
 
 pytest_plugins = ["dbc_accept.plugin"]
 
 
 @pytest.fixture(scope="session")
 def guest(request):
-    return FakeGpuGuest(FAULTS.get(request.config.getoption("--fault"), {}))
+    fault = request.config.getoption("--fault")
+    faults = {"dmesg": _xid_later()} if fault == "xid-later" else FAULTS.get(fault, {})
+    return FakeGpuGuest(faults)
 
 
 def pytest_addoption(parser):
@@ -43,12 +46,24 @@ def _gen4(doc: dict) -> dict:  # type: ignore[type-arg]
     return doc
 
 
+def _xid_later() -> Callable[[str], str]:
+    """A kernel log that gains an Xid after its first reading (during the burn)."""
+    calls: list[int] = []
+
+    def edit(text: str) -> str:
+        calls.append(1)
+        return text if len(calls) == 1 else text + XID79
+
+    return edit
+
+
+XID79 = "[ 80.0] NVRM: Xid (PCI:0000:00:07): 79, GPU has fallen off the bus.\n"
 FAULTS = {
     "stress": {"stress": _stress_mismatch},
     "slowdown": {"stress": _hw_slowdown},
     "pcie": {"transfer": _gen4},
-    "xid": {"dmesg": lambda t: t + "[ 80.0] NVRM: Xid (PCI:0000:00:07): 79, GPU has fallen "
-                                   "off the bus.\n"},
+    "xid": {"dmesg": lambda t: t + XID79},
+    "xid-later": {},  # made fresh per run in the conftest
     "remap": {"smi-q": lambda t: t.replace("Remapping Failure Occurred        : No",
                                            "Remapping Failure Occurred        : Yes", 1)},
     "no-torch": {"torch_info": lambda d: {"error": "torch not installed (No module named "
@@ -86,7 +101,8 @@ def test_two_healthy_h200s_pass_everything(suite: pytest.Pytester) -> None:
     ("stress", {"test_stress[gpu1]"}),
     ("slowdown", {"test_stress[gpu0]"}),
     ("pcie", {"test_pcie_link[gpu1]"}),
-    ("xid", {"test_no_xid"}),
+    ("xid", {"test_no_xid"}),  # there before the tests: not new under load
+    ("xid-later", {"test_no_xid_under_load"}),
     ("remap", {"test_memory_repair[gpu0]"}),
     ("no-torch", {"test_cuda_available"}),
 ])

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from dbc_accept.facts.gpu_guest import HW_REASONS, THERMAL_REASONS, decode_reasons
+from dbc_accept.facts import HostFacts
+from dbc_accept.facts.gpu_guest import (
+    HW_REASONS,
+    THERMAL_REASONS,
+    decode_reasons,
+    gather_kernel_log,
+    parse_xids,
+)
 from dbc_accept.guest.slots import Slot, entry_of
 from dbc_accept.verdict import check, observe
 
@@ -34,3 +41,12 @@ def test_stress(slot: Slot, probe: Probe) -> None:
     check(not bad, "guest.throttle", observed=f"under load: {', '.join(decode_reasons(bad))} "
           f"({tele['hw_slowdown_samples']} of {tele['samples']} samples)",
           expected="no hardware or thermal slowdown (power cap is fine)")
+
+
+def test_no_xid_under_load(guest: Any, guest_facts: HostFacts, probe: Probe) -> None:
+    probe("stress")  # the burn has run (cached): read the kernel log again, fresh
+    before = parse_xids(guest_facts.get(gather_kernel_log))
+    new = parse_xids(gather_kernel_log(guest))[len(before):]
+    observe(xids_under_load=[x.describe() for x in new])
+    check(not new, "guest.xid", observed="; ".join(x.describe() for x in new[:10]),
+          expected="no new NVRM Xid line during the tests")
