@@ -101,6 +101,7 @@ def test_report_folder_and_contents(pytester: pytest.Pytester) -> None:
     assert by_name["test_skips"]["message"] == "no GPU in this run by choice"
     assert by_name["test_pass"]["values"] == {"kernel": "6.1.0"}
     html = (folder / "report.html").read_text()
+    assert "Passed (WARN)" in html
     assert "kvm.ignore_msrs=1" in html and failed["fix"].split("`")[0] in html
     assert "Result folder" in html and "dbc-findings" in html and "node.dat as read" in html
     assert json.loads((folder / "system_info.json").read_text())["node"] == "snapshot-snap"

@@ -211,6 +211,12 @@ class ReportWriter:
         if report.when == "teardown":  # pytest-html shows every phase's extras with the test
             _add_extras(report, result, state.redactor)
 
+    def pytest_html_results_table_row(self, report: pytest.TestReport,
+                                      cells: list[str]) -> None:
+        result = self.state.results.get(report.nodeid)
+        if report.when == "call" and result is not None and result.outcome == "warned":
+            cells[0] = '<td class="col-result">Passed (WARN)</td>'
+
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str],
                                     postfix: list[str], session: pytest.Session) -> None:
         from dbc_accept.report.html import summary_html
