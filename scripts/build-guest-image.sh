@@ -9,6 +9,7 @@
 # and rebuilt only when either changes. Prints shell assignments (eval-able) on stdout:
 #   DBC_CI_IMAGE=... DBC_CI_KERNEL=... DBC_CI_INITRD=... DBC_CI_CMDLINE=...
 # Environment: DBC_CI_GUEST_PASSWORD (default: dbc-ci; it is a throw-away test image).
+# With --cached-only nothing is built: exit status 3 when the image is not in the cache.
 set -eu
 
 SUITE=bookworm
@@ -51,7 +52,12 @@ configure_root() {
     printf 'PasswordAuthentication yes\nPermitRootLogin yes\nUseDNS no\n' \
         > "$root/etc/ssh/sshd_config.d/10-dbc-ci.conf"
     mkdir -p "$root/etc/systemd/network"
-    printf '[Match]\nName=en*\n\n[Network]\nDHCP=yes\n' > "$root/etc/systemd/network/20-en.network"
+    # The client id follows the NIC's MAC: clones of one image must not share a DHCP lease.
+    printf '[Match]\nName=en*\n\n[Network]\nDHCP=yes\n\n[DHCPv4]\nClientIdentifier=mac\n' \
+        > "$root/etc/systemd/network/20-en.network"
+    # A fresh machine id at each boot (an empty file), not one shared by every clone.
+    : > "$root/etc/machine-id"
+    rm -f "$root/var/lib/dbus/machine-id"
     chroot "$root" systemctl enable systemd-networkd.service >/dev/null 2>&1
     # Nothing waits for the network: sshd listens on all addresses anyway.
     ln -sf /dev/null "$root/etc/systemd/system/systemd-networkd-wait-online.service"
@@ -96,10 +102,17 @@ main() {
     flock 9
     if [ -f "$out/base.qcow2" ]; then
         log "cached: $out"
+    elif [ "${1:-}" = --cached-only ]; then
+        log "not built yet: $out (run $0)"
+        exit 3
     else
         start=$(date +%s)
         build "$out"
         log "built $out in $(( $(date +%s) - start )) s"
+        # Images of earlier versions of this script are never used again.
+        for old in "$cache"/guest-*; do
+            [ "$old" = "$out" ] || rm -rf "$old"
+        done
     fi
     print_result "$out"
 }

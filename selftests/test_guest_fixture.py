@@ -226,7 +226,7 @@ def test_keep_vm_prints_how_to_remove_it(monkeypatch: pytest.MonkeyPatch) -> Non
 class _NoSsh:
     alive = None
 
-    def close(self) -> None:
+    def close(self, remove_workdir: bool = True) -> None:
         pass
 
 

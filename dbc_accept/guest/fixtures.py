@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,8 +104,17 @@ def _need_file(option: str, path: str | None) -> None:
         raise pytest.UsageError(f"{option} {path}: no such file; give the right path")
 
 
+def _uses_our_guest(item: pytest.Item) -> bool:
+    """True when the item's ``guest`` is this module's fixture (not a local namesake)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.get("guest") if info is not None else None
+    if not defs:
+        return False
+    return getattr(defs[-1].func, "__module__", "") == __name__
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not any("guest" in getattr(item, "fixturenames", ()) for item in items):
+    if not any(_uses_our_guest(item) for item in items):
         return
     plan = config.stash[PLAN_KEY]
     if plan.mode == "local":
@@ -255,6 +264,24 @@ def _vm_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
 def _console_dir() -> str:
     # Beside libvirt's own per-domain logs, which outlive the domain the same way.
     return "/var/log/libvirt/qemu"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A guest that broke is said in one message, not with a paramiko traceback."""
+    report = yield
+    excinfo = call.excinfo
+    if excinfo is not None and report.failed:
+        from dbc_accept.guest.ssh import GuestAuthError, GuestError
+        from dbc_accept.remedies import remedy_for
+
+        if isinstance(excinfo.value, GuestAuthError):
+            report.longrepr = f"{excinfo.value}\nfix: {remedy_for('vm.ssh')}"
+        elif isinstance(excinfo.value, GuestError):
+            report.longrepr = str(excinfo.value)
+    return report
 
 
 # --- after the run -------------------------------------------------------------------------

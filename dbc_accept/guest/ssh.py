@@ -209,10 +209,10 @@ class SshGuest:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
         return client
 
-    def close(self) -> None:
+    def close(self, remove_workdir: bool = True) -> None:
         """Remove the work folder (when the guest still answers) and disconnect."""
         try:
-            if self._workdir and self._client and self._active():
+            if remove_workdir and self._workdir and self._client and self._active():
                 self.run(["rm", "-rf", "--", self._workdir], timeout=15)
         except GuestError:
             pass  # the guest is gone: its folder went with it
@@ -235,7 +235,8 @@ class SshGuest:
         return bool(transport and transport.is_active())
 
     def _lost(self, doing: str, why: str = "") -> GuestConnectionLost:
-        reason = why or (self.alive() if self.alive else None) or "the connection closed"
+        gone = self.alive() if self.alive else None
+        reason = "; ".join(r for r in (gone, why) if r) or "the connection closed"
         return GuestConnectionLost(self._msg(
             f"{self.name}: lost the SSH connection while {doing}: {reason}"))
 
@@ -292,7 +293,7 @@ class SshGuest:
                 if self.alive and now > next_alive:
                     gone = self.alive()
                     if gone:
-                        raise self._lost(doing, gone)
+                        raise self._lost(doing)
                     next_alive = now + ALIVE_EVERY_S
                 time.sleep(POLL_S)
             self._drain(chan, out, err)
@@ -312,7 +313,7 @@ class SshGuest:
             time.sleep(POLL_S)
         gone = self.alive() if self.alive else None
         if gone:
-            raise self._lost(doing, gone)
+            raise self._lost(doing)
         err += b"\n(the command ended without an exit status: killed by a signal)"
         return 255
 

@@ -55,6 +55,7 @@ class VmRecord:
     log: list[str] = field(default_factory=list)  # the VM library's step log
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
     login: str = ""  # "run key (guest agent)" or "password"/"key file"
+    vm_timings: dict[str, float] = field(default_factory=dict)  # TestVm's own steps
 
 
 def _vm_api() -> tuple[Any, Callable[..., list[str]]]:
@@ -112,10 +113,14 @@ class _Boot:
         return self.deadline - time.monotonic()
 
     def alive(self) -> str | None:
+        """Why the VM is gone, or None (running, or libvirt cannot tell: SSH timeouts decide)."""
         try:
-            return None if self.vm.is_alive() else "the test VM is no longer running"
-        except Exception:  # libvirt unreachable: cannot tell; the SSH timeouts decide
+            if self.vm.is_alive():
+                return None
+            self.vm.domain_xml()  # is_alive() is False also when libvirtd is down: this raises
+        except Exception:
             return None
+        return "the test VM is no longer running (destroyed, crashed or powered off)"
 
     def fail(self, why: str) -> VmBootError:
         tail = _console_tail(self.vm)
@@ -126,9 +131,11 @@ class _Boot:
     def try_agent(self) -> None:
         if self.login.key_set or self.login.run_key is None:
             return
+        t = time.monotonic()
         if not self.vm.agent_set_key(self.login.creds.user, self.login.run_key[1]):
             self.login.agent_why = "the guest agent did not answer or refused"
             return
+        self.record.timings["agent key"] = time.monotonic() - t
         self.login.key_set = True
         self.record.login = "run key (guest agent)"
 
@@ -163,8 +170,11 @@ class _Boot:
             guest = SshGuest(address, SSH_PORT, self.creds(), pin=self.login.pin,
                              connect_timeout=max(1.0, min(10.0, self.left())),
                              passed_gpus=self.gpus, alive=self.alive)
+            t = time.monotonic()
             try:
-                return guest.connect()
+                guest.connect()
+                self.record.timings["login"] = time.monotonic() - t
+                return guest
             except (GuestAuthError, HostKeyChanged) as exc:
                 if isinstance(exc, HostKeyChanged) or self.login.key_set:
                     raise
@@ -266,7 +276,9 @@ def _finish(vm: Any, spec: VmSpec, guest: SshGuest | None, record: VmRecord,
         t0 = time.monotonic()
         if guest is not None:
             guest.alive = None  # no libvirt calls from a closing link
-            guest.close()
+            # The work folder goes with the overlay (or stays for --keep-vm debugging); a
+            # guest that died would only make the removal wait for a time-out.
+            guest.close(remove_workdir=False)
         if not record.console_tail:
             record.console_tail = _console_tail(vm)
         if keep:
@@ -278,5 +290,6 @@ def _finish(vm: Any, spec: VmSpec, guest: SshGuest | None, record: VmRecord,
         else:
             _teardown(vm, record)
         record.timings["teardown"] = time.monotonic() - t0
+        record.vm_timings = dict(getattr(vm, "timings", {}))
     if received:
         record.notes.append(f"{', '.join(received)} arrived during teardown: it finished first")
