@@ -121,7 +121,7 @@ class RecordingTarget:
         for path in sorted(self.listings):  # links first: later paths are placed through them
             self._place(path)
         for path in sorted(self.files):
-            self._place(path)
+            self._place(path, final=path in self.links)
         for path, dest in sorted(self.links.items()):
             _write_link(fs, self._place(path, final=False), dest)
         for path, names in sorted(self.listings.items()):
@@ -129,7 +129,9 @@ class RecordingTarget:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / LISTING_FILE).write_text(json.dumps(sorted(names)), encoding="utf-8")
         for path, text in sorted(self.files.items()):
-            local = _inside(fs, self._place(path))
+            # A file's own name is resolved only when it was also read as a link: asking
+            # whether every file is a link would cost a round trip each on a remote host.
+            local = _inside(fs, self._place(path, final=path in self.links))
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_text(redact_text(text), encoding="utf-8")
         cmd = top / "cmd"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -237,9 +238,10 @@ def _gathered(target: Target, gatherer: Callable[[Target], Any]) -> Any:
 def test_every_gatherer_gives_the_same_facts_remotely(sshd: Sshd) -> None:
     target = remote(sshd)
     local = LocalTarget()
+    steady = [g for g in all_gatherers() if not VOLATILE_FACTS.search(g.__name__)]
     differ = {g.__name__: (_gathered(local, g), _gathered(target, g))
-              for g in all_gatherers() if _gathered(local, g) != _gathered(target, g)}
-    assert not differ
+              for g in steady if _gathered(local, g) != _gathered(target, g)}
+    assert len(steady) > 10 and not differ
 
 
 def _outcomes_of(junit: Path) -> dict[str, str]:
@@ -262,6 +264,22 @@ def _host_run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, 
     return result, _outcomes_of(junit)
 
 
+# Checks of the live libvirtd, its VMs and networks, and of the process list: other test
+# runs on this machine (VM selftests, fake dbc programs) change them from one second to
+# the next, so two runs taken apart in time may differ there without any fault of ours.
+VOLATILE = re.compile(r"test_leftovers|test_libvirt_connects|test_libvirt_offers_kvm|"
+                      r"test_libvirtd_listening|test_default_network|test_dbc_|"
+                      r"test_ports_distinct|test_monitor_server|test_node_dat")
+
+
+VOLATILE_FACTS = re.compile(r"dbc|libvirt|listener|node_conf|monitor|domain|leftover")
+
+
+def stable(outcomes: dict[str, str]) -> dict[str, str]:
+    """The outcomes of the checks whose facts do not change under concurrent test runs."""
+    return {k: v for k, v in outcomes.items() if not VOLATILE.search(k)}
+
+
 def _by_test(found: dict[str, str], node: str) -> dict[str, str]:
     """The outcomes of one node, keyed by test id without the node's name."""
     out = {}
@@ -279,8 +297,8 @@ def test_host_run_on_sshd_equals_local_run(pytester: pytest.Pytester, sshd: Sshd
                               f"--ssh-config={sshd.ssh_config}")
     node = f"paramiko://127.0.0.1:{sshd.port}"
     assert all(f"[{node}" in nodeid for nodeid in far), far
-    assert _by_test(far, node) == _by_test(local, "local")
-    assert _by_test(local, "local"), "no host test ran"
+    assert stable(_by_test(far, node)) == stable(_by_test(local, "local"))
+    assert len(stable(_by_test(local, "local"))) > 20, "too few host tests ran"
 
 
 def test_xdist_checks_two_nodes_in_one_report(pytester: pytest.Pytester, sshd: Sshd) -> None:
@@ -290,7 +308,7 @@ def test_xdist_checks_two_nodes_in_one_report(pytester: pytest.Pytester, sshd: S
                               f"--ssh-identity-file={sshd.root_key}",
                               f"--ssh-config={sshd.ssh_config}")
     first, second = (_by_test(found, n) for n in nodes)
-    assert first and first == second
+    assert first and stable(first) == stable(second)
     assert len(found) == len(first) + len(second)  # every test id names its node
     result.stdout.fnmatch_lines(["*2 workers*"])
     assert len([ln for ln in result.stdout.lines if ln.startswith("=") and " in " in ln]) == 1
