@@ -141,3 +141,12 @@ def test_stress_comparison_counts_faults_not_rounding() -> None:
     bad, inexact = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
     stress.compare(torch, out, first, threshold, torch.empty_like(first), bad, inexact)
     assert int(bad) == 2 and int(inexact) == 3
+
+
+def test_ddp_over_processes_matches_one_process() -> None:
+    """The multi-GPU probe end to end with gloo on the CPU: spawn, all-reduce, DDP, compare."""
+    doc = run("multi_gpu", "--device", "cpu", "--world", "2", "--steps", "8", "--reps", "2")
+    assert doc["count"] == 2 and len(doc["allreduce"]) == 2
+    assert all(r["exact"] for ranks in doc["allreduce"] for r in ranks)
+    assert doc["params_max_abs_diff"] / doc["params_max_abs"] < 1e-5
+    assert doc["ddp_losses"] == pytest.approx(doc["single_losses"], rel=1e-5)

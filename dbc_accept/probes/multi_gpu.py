@@ -24,9 +24,14 @@ def busbw(nbytes, seconds, ranks):
     return alg, alg * 2.0 * (ranks - 1) / ranks
 
 
-def allreduce(torch, dist, rank, world, device, reps):
+def sync(torch, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def allreduce(torch, dist, rank, world, device, reps, sizes_mib=SIZES_MIB):
     out = []
-    for mib in SIZES_MIB:
+    for mib in sizes_mib:
         n = (mib << 20) // 4
         x = torch.empty(n, dtype=torch.float32, device=device)
         exact = True
@@ -34,12 +39,12 @@ def allreduce(torch, dist, rank, world, device, reps):
             x.fill_(rank + 1)
             dist.all_reduce(x)
             exact = exact and bool((x == world * (world + 1) / 2).all())
-        torch.cuda.synchronize(device)
+        sync(torch, device)
         dist.barrier()
         t0 = time.perf_counter()
         for _ in range(reps):
             dist.all_reduce(x)
-        torch.cuda.synchronize(device)
+        sync(torch, device)
         seconds = (time.perf_counter() - t0) / reps
         alg, bus = busbw(mib << 20, seconds, world)
         out.append({"bytes": mib << 20, "exact": exact, "algbw_GBps": alg, "busbw_GBps": bus})
@@ -72,17 +77,16 @@ def params_vector(torch, model):
 def worker(rank, world, port, outdir, cfg):
     import torch
     import torch.distributed as dist
-    dbcprobe.set_tf32(torch, False)
-    torch.backends.cudnn.deterministic = True
-    device = torch.device("cuda", rank)
-    torch.cuda.set_device(device)
-    dist.init_process_group("nccl", init_method="tcp://127.0.0.1:%d" % port, rank=rank,
+    device = setup(torch, cfg["device"], rank)
+    dist.init_process_group(cfg["backend"], init_method="tcp://127.0.0.1:%d" % port, rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=120))
     doc = {"rank": rank}
     try:
-        doc["allreduce"] = allreduce(torch, dist, rank, world, device, cfg["reps"])
+        doc["allreduce"] = allreduce(torch, dist, rank, world, device, cfg["reps"],
+                                     cfg["sizes_mib"])
         model = dbcprobe.init_model(torch, cfg["seed"]).to(device)
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank])
+        ids = [rank] if device.type == "cuda" else None
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         losses = train_steps(torch, ddp, cfg["steps"], cfg["batch"], cfg["seed"], cfg["lr"],
                              device, rank, world)
         mean = torch.stack(losses)
@@ -129,21 +133,32 @@ def p2p_matrix(torch, count):
             for i in range(count)]
 
 
+def setup(torch, kind, rank):
+    """The device of ``rank``, set up for reproducible fp32 work."""
+    if kind == "cpu":  # the logic check: gloo over processes on the CPU
+        torch.set_num_threads(1)
+        return torch.device("cpu")
+    dbcprobe.set_tf32(torch, False)
+    torch.backends.cudnn.deterministic = True
+    torch.cuda.set_device(rank)
+    return torch.device("cuda", rank)
+
+
 def collect(args):
-    torch = dbcprobe.import_torch()
-    count = torch.cuda.device_count()
-    doc = {"count": count, "p2p": p2p_matrix(torch, count)}
+    cuda = args.device == "cuda"
+    torch = dbcprobe.import_torch(need_cuda=cuda)
+    count = torch.cuda.device_count() if cuda else args.world
+    doc = {"count": count, "p2p": p2p_matrix(torch, count) if cuda else None}
     if count < 2:
         return doc
     dist = getattr(torch, "distributed", None)
-    if dist is None or not dist.is_available() or not dist.is_nccl_available():
+    if dist is None or not dist.is_available() or (cuda and not dist.is_nccl_available()):
         raise dbcprobe.Unavailable("torch %s has no NCCL support" % torch.__version__)
     cfg = {"steps": args.steps, "batch": args.batch * count, "seed": args.seed,
-           "lr": args.lr, "reps": args.reps}
+           "lr": args.lr, "reps": args.reps, "device": args.device,
+           "backend": "nccl" if cuda else "gloo", "sizes_mib": SIZES_MIB if cuda else (1,)}
     ranks, ddp_params = spawn(torch, count, cfg, args.limit)
-    dbcprobe.set_tf32(torch, False)
-    torch.backends.cudnn.deterministic = True
-    device = torch.device("cuda", 0)
+    device = setup(torch, args.device, 0)
     model = dbcprobe.init_model(torch, cfg["seed"]).to(device)
     single = train_steps(torch, model, cfg["steps"], cfg["batch"], cfg["seed"], cfg["lr"],
                          device)
@@ -166,6 +181,9 @@ def parser():
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--limit", type=float, default=240.0, help="seconds for the DDP processes")
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                   help="cpu: gloo over --world processes (checks the logic without GPUs)")
+    p.add_argument("--world", type=int, default=2, help="processes with --device cpu")
     return p
 
 
