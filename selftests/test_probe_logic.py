@@ -150,3 +150,10 @@ def test_ddp_over_processes_matches_one_process() -> None:
     assert all(r["exact"] for ranks in doc["allreduce"] for r in ranks)
     assert doc["params_max_abs_diff"] / doc["params_max_abs"] < 1e-5
     assert doc["ddp_losses"] == pytest.approx(doc["single_losses"], rel=1e-5)
+
+
+def test_stress_burn_loop_on_the_cpu() -> None:
+    doc = run("stress", "--device", "cpu", "--n", "64", "--seconds", "1", "--period", "0.2")
+    (entry,) = doc["gpus"]
+    assert entry["iterations"] >= 20 and entry["mismatched_elements"] == 0
+    assert entry["first_finite"] and "telemetry" in entry

@@ -37,6 +37,9 @@ def test_stress(slot: Slot, probe: Probe) -> None:
           observed=f"{entry['mismatched_elements']} elements off the first product by more than "
           f"{doc_tol(entry)} ({entry['iterations']} products)",
           expected="the same result every iteration")
+    check(tele["samples"] > 0, "guest.nvml", level="warn",
+          observed="no NVML sample during the burn", expected="temperature, power, clocks "
+          "and throttle reasons sampled (pynvml or nvidia-smi)")
     bad = tele["reasons_seen"] & (HW_REASONS | THERMAL_REASONS)
     check(not bad, "guest.throttle", observed=f"under load: {', '.join(decode_reasons(bad))} "
           f"({tele['hw_slowdown_samples']} of {tele['samples']} samples)",

@@ -30,12 +30,14 @@ def compare(torch, out, first, threshold, diff, bad, inexact):
     bad += (~torch.le(diff, threshold)).sum()
 
 
-def burn(torch, index, seconds, n, tol, result):
-    entry = {"index": index, "name": torch.cuda.get_device_name(index)}
+def burn(torch, index, seconds, n, tol, result, kind="cuda"):
+    cuda = kind == "cuda"
+    entry = {"index": index, "name": torch.cuda.get_device_name(index) if cuda else "cpu"}
     try:
-        device = torch.device("cuda", index)
-        torch.cuda.set_device(index)
-        dtype = burn_dtype(torch, index)
+        device = torch.device(kind, index) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(index)
+        dtype = burn_dtype(torch, index) if cuda else torch.bfloat16
         gen = torch.Generator(device=device).manual_seed(100 + index)
         a = torch.randn(n, n, device=device, dtype=torch.float32, generator=gen).to(dtype)
         b = torch.randn(n, n, device=device, dtype=torch.float32, generator=gen).to(dtype)
@@ -44,14 +46,15 @@ def burn(torch, index, seconds, n, tol, result):
         threshold = (first.float().abs() * tol + tol).to(dtype)
         bad = torch.zeros((), dtype=torch.int64, device=device)
         inexact = torch.zeros((), dtype=torch.int64, device=device)
-        torch.cuda.synchronize(device)
+        sync = torch.cuda.synchronize if cuda else (lambda _device: None)
+        sync(device)
         iterations, t0 = 0, time.time()
         deadline = dbcprobe.deadline_after(seconds)
         while not dbcprobe.past(deadline):
             for _ in range(20):  # check the clock once per 20 products
                 torch.matmul(a, b, out=out)
                 compare(torch, out, first, threshold, diff, bad, inexact)
-            torch.cuda.synchronize(device)
+            sync(device)
             iterations += 20
         elapsed = time.time() - t0
         entry.update({"dtype": str(dtype).replace("torch.", ""), "n": n, "tolerance": tol,
@@ -65,11 +68,11 @@ def burn(torch, index, seconds, n, tol, result):
 
 
 def collect(args):
-    torch = dbcprobe.import_torch()
+    torch = dbcprobe.import_torch(need_cuda=args.device == "cuda")
     result = {}
-    count = torch.cuda.device_count()
+    count = torch.cuda.device_count() if args.device == "cuda" else 1
     threads = [threading.Thread(target=burn, args=(torch, i, args.seconds, args.n, args.tol,
-                                                   result))
+                                                   result, args.device))
                for i in range(count)]
     with dbcprobe.Sampler(period=args.period) as sampler:
         for t in threads:
@@ -90,6 +93,8 @@ def parser():
     p.add_argument("--n", type=int, default=8192)
     p.add_argument("--tol", type=float, default=0.05,
                    help="relative difference from the first product that counts as an error")
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                   help="cpu: one small burn on the CPU (checks the logic without GPUs)")
     p.add_argument("--period", type=float, default=0.5, help="seconds between NVML samples")
     return p
 
