@@ -175,7 +175,7 @@ def _fake_api(monkeypatch: pytest.MonkeyPatch, boot_error: BaseException | None 
             self.boot_error = boot_error
             self.problems = problems or []
 
-    monkeypatch.setattr(vmguest, "_vm_api", lambda: (Vm, lambda uri, log=None: ["old one"]))
+    monkeypatch.setattr(vmguest, "_vm_api", lambda: (Vm, lambda uri, **kw: ["old one"]))
     yield
 
 

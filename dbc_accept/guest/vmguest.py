@@ -27,7 +27,9 @@ from dbc_accept.guest.ssh import (
     SshGuest,
 )
 from dbc_accept.remedies import REMEDIES
+from dbc_accept.target import LocalTarget
 from dbc_accept.vm.lifecycle import VmBootTimeout
+from dbc_accept.vm.lvutil import code, message
 from dbc_accept.vm.spec import VmSpec, domain_name, new_run_id, volume_name
 
 SSH_PORT = 22
@@ -212,7 +214,15 @@ def vm_guest(spec: VmSpec, creds: Credentials, *, boot_timeout: float, keep: boo
             console_dir, f"{domain_name(spec.run_id)}-console.log"))
     record.run_id, record.domain = spec.run_id, domain_name(spec.run_id)
     t0 = time.monotonic()
-    record.swept = list(sweep(spec.uri, log=record.log.append))
+    try:
+        record.swept = list(sweep(spec.uri, log=record.log.append,
+                                  folders=(os.path.dirname(os.path.abspath(spec.image)),),
+                                  target=LocalTarget()))
+    except Exception as exc:
+        if code(exc) is None:
+            raise
+        raise GuestError(f"cannot reach libvirt at {spec.uri}: {message(exc)}; start libvirtd "
+                         "(or give --libvirt-uri)") from None
     record.timings["sweep"] = time.monotonic() - t0
     vm = test_vm(spec, log=record.log.append)
     guest: SshGuest | None = None
