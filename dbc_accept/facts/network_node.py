@@ -15,8 +15,6 @@ import json
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -270,6 +268,9 @@ def parse_client_answer(body: bytes, node_id: str) -> ClientAnswer:
 
 def ask_client(url: str, node_id: str, timeout: float = CLIENT_TIMEOUT) -> ClientAnswer:
     """``POST {url}/api/v1/mining_nodes`` for ``node_id``; waits at most ``timeout`` s."""
+    import urllib.error  # here: urllib.request costs start-up time that most runs never use
+    import urllib.request
+
     body = json.dumps({"peer_nodes_list": [node_id], "additional": {}}).encode()
     request = urllib.request.Request(
         mining_nodes_url(url), data=body, method="POST",
