@@ -66,10 +66,13 @@ def test_smi_q_of_a_healthy_idle_h200() -> None:
     assert (h.bus_id, h.name) == ("00000000:00:06.0", "NVIDIA H200")
     assert (h.ecc_current, h.ecc_pending) == ("Enabled", "Enabled")
     assert (h.uncorrectable_volatile, h.uncorrectable_aggregate) == (0, 0)
-    assert (h.retired_pending, h.remap_pending, h.remap_failure) == ("N/A", "No", "No")
-    assert h.reasons_active == ("Idle",)
-    assert h.pcie_gen == (1, 5) and h.pcie_width == (16, 16)  # idle links train down
-    assert h.display_mode == "Disabled"
+    # Written so that a real capture of an idle, healthy H200 passes too.
+    assert h.retired_pending in ("N/A", "No") and (h.remap_pending, h.remap_failure) == (
+        "No", "No")
+    assert set(h.reasons_active) <= {"Idle", "SW Power Cap", "Applications Clocks Setting"}
+    assert h.pcie_gen[1] == 5 and h.pcie_gen[0] in range(1, 6)  # idle links train down
+    assert h.pcie_width[1] == 16
+    assert h.display_mode in ("Disabled", "N/A")
 
 
 def test_smi_q_faults() -> None:
