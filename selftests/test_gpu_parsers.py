@@ -85,7 +85,7 @@ def test_smi_q_faults() -> None:
     (h,) = parse_smi_q(text)
     assert (h.uncorrectable_volatile, h.uncorrectable_aggregate) == (3, 0)
     assert h.remap_pending == "Yes"
-    assert set(h.reasons_active) == {"Idle", "HW Slowdown"}
+    assert "HW Slowdown" in h.reasons_active
 
 
 def test_smi_q_before_driver_535_and_two_gpus() -> None:
