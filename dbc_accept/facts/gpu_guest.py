@@ -329,9 +329,11 @@ def parse_xids(text: str) -> list[Xid]:
 
 
 def gather_kernel_log(target: Target) -> str:
-    """The kernel log: ``dmesg``, else ``journalctl -k`` (both need root in most images)."""
+    """The kernel log: ``dmesg``, else ``journalctl -k``, else ``sudo -n dmesg`` (Ubuntu lets
+    only root read it)."""
     tried = []
-    for argv in (["dmesg"], ["journalctl", "-k", "-b", "--no-pager", "-q"]):
+    for argv in (["dmesg"], ["journalctl", "-k", "-b", "--no-pager", "-q"],
+                 ["sudo", "-n", "dmesg"]):
         res = target.run(argv, timeout=60.0)
         if res.ok:
             return res.stdout
