@@ -329,13 +329,15 @@ def parse_xids(text: str) -> list[Xid]:
 
 
 def gather_kernel_log(target: Target) -> str:
-    """The kernel log: ``dmesg``, else ``journalctl -k``, else ``sudo -n dmesg`` (Ubuntu lets
-    only root read it)."""
+    """The kernel log: ``dmesg``, else ``sudo -n dmesg`` (Ubuntu lets only root read it),
+    else ``journalctl -k`` when it says it could read the system journal."""
     tried = []
-    for argv in (["dmesg"], ["journalctl", "-k", "-b", "--no-pager", "-q"],
-                 ["sudo", "-n", "dmesg"]):
+    for argv in (["dmesg"], ["sudo", "-n", "dmesg"],
+                 ["journalctl", "-k", "-b", "--no-pager", "-q"]):
         res = target.run(argv, timeout=60.0)
-        if res.ok:
+        # journalctl exits 0 with an empty log when it may not read the system's journal
+        denied = "permission" in res.stderr.lower() or "not seeing" in res.stderr.lower()
+        if res.ok and not denied:
             return res.stdout
         tried.append(res.describe())
     raise FactError("the kernel log", "; ".join(tried))
