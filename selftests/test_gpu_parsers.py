@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dbc_accept.facts.gpu_guest import (
     HW_REASONS,
     decode_reasons,
+    gather_kernel_log,
     link_gbps,
     model_of,
     number,
@@ -22,6 +23,8 @@ from dbc_accept.facts.gpu_guest import (
     parse_xids,
     pci_id,
 )
+from dbc_accept.target import CommandResult
+from dbc_accept.verdict import FactError
 
 DATA = Path(__file__).parent / "data" / "gpu"
 
@@ -152,3 +155,29 @@ def test_parsers_fail_only_with_value_errors(text: str) -> None:
             parser(text)
     parse_xids(text)
     number(text)
+
+
+class Answers:
+    """A target whose commands answer from a table: argv[0] -> (rc, stdout, stderr)."""
+
+    name = "answers"
+
+    def __init__(self, table: dict[str, tuple[int, str, str]]) -> None:
+        self.table = table
+
+    def run(self, argv: list[str], timeout: float = 30.0) -> CommandResult:
+        key = " ".join(argv[:2]) if argv[0] == "sudo" else argv[0]
+        rc, out, err = self.table.get(key, (127, "", "not found"))
+        return CommandResult(tuple(argv), rc, out, err)
+
+
+def test_kernel_log_as_a_user_who_may_not_read_it() -> None:
+    denied = Answers({"dmesg": (1, "", "dmesg: read kernel buffer failed: Operation not "
+                                "permitted"),
+                      "sudo -n": (1, "", "sudo: a password is required"),
+                      "journalctl": (0, "", "No journal files were opened due to insufficient "
+                                     "permissions.")})
+    with pytest.raises(FactError, match="could not read the kernel log"):
+        gather_kernel_log(denied)  # type: ignore[arg-type]
+    allowed = Answers({"dmesg": denied.table["dmesg"], "sudo -n": (0, "[1.0] boot\n", "")})
+    assert gather_kernel_log(allowed) == "[1.0] boot\n"  # type: ignore[arg-type]
