@@ -29,6 +29,7 @@ from typing import Any
 from dbc_accept.target import NOT_FOUND_RC, CommandResult
 
 FORMAT = 1
+MAX_HOPS = 40  # symbolic links followed on one path, as the kernel allows
 META_FILE = "snapshot.json"
 LISTING_FILE = ".dbc-listing"
 # A redacted value: this prefix, then the sha256 hex digest of the value. Parsers of
@@ -151,20 +152,36 @@ class SnapshotTarget:
             raise FileNotFoundError(path)
         return self.root / "fs" / path.lstrip("/")
 
-    def _resolve(self, path: str, hops: int = 0) -> Path:
-        """Follow snapshot symlinks that point at host paths, inside the snapshot."""
-        local = self._fs(path)
-        if hops < 40 and local.is_symlink():
-            dest = os.readlink(local)
-            host_dest = os.path.normpath(os.path.join(os.path.dirname(path), dest))
-            return self._resolve(host_dest, hops + 1)
-        parent = os.path.dirname(path)
-        if hops < 40 and parent != path and not local.exists():
-            real_parent = self._resolve(parent, hops + 1) if parent != "/" else self._fs("/")
-            return real_parent / os.path.basename(path)
-        return local
+    def _resolve(self, path: str) -> Path:
+        """The file in the snapshot for a host path, its links followed inside the snapshot."""
+        if not path.startswith("/"):
+            raise FileNotFoundError(path)
+        return self.root / "fs" / self._real_path(path, 0).lstrip("/")
+
+    def _real_path(self, path: str, hops: int) -> str:
+        """``path`` with the snapshot's links resolved, walked one name at a time.
+
+        So the operating system never follows a link of the snapshot: an absolute one would
+        lead out of it, onto the machine that replays it.
+        """
+        fs = self.root / "fs"
+        resolved = "/"
+        for part in [p for p in path.split("/") if p and p != "."]:
+            if part == "..":
+                resolved = os.path.dirname(resolved)
+                continue
+            here = os.path.join(resolved, part)
+            local = fs / here.lstrip("/")
+            if hops < MAX_HOPS and local.is_symlink():
+                hops += 1
+                dest = os.path.normpath(os.path.join(resolved, os.readlink(local)))
+                resolved = self._real_path(dest, hops)
+            else:
+                resolved = here
+        return resolved
 
     def read_text(self, path: str) -> str:
+        self._fs(path)  # refuses relative paths and the listing file
         local = self._resolve(path)
         if local.is_dir():
             raise IsADirectoryError(path)
@@ -174,9 +191,10 @@ class SnapshotTarget:
             raise FileNotFoundError(path) from None
 
     def read_link(self, path: str) -> str:
-        parent = self._resolve(os.path.dirname(path)) if os.path.dirname(path) != "/" else None
-        local = (parent / os.path.basename(path)) if parent else self._fs(path)
-        if parent is not None and parent.is_file():
+        self._fs(path)  # refuses relative paths and the listing file
+        parent = self._resolve(os.path.dirname(path))
+        local = parent / os.path.basename(path)
+        if parent.is_file():
             raise NotADirectoryError(path)
         if not local.is_symlink():
             if not local.exists():

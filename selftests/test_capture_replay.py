@@ -229,3 +229,17 @@ def test_replay_of_this_machine_equals_the_live_run(tmp_path: Path) -> None:
         ln for ln in live if not VOLATILE.search(ln)]
     assert any(line.startswith("PASSED") for line in live)
     assert any(line.startswith(("FAILED", "WARN")) for line in live)  # checks that can fail
+
+
+def test_replay_never_follows_a_link_out_of_the_snapshot(tmp_path: Path) -> None:
+    snap = tmp_path / "snap"
+    (snap / "fs" / "etc").mkdir(parents=True)
+    (snap / "snapshot.json").write_text(json.dumps({"format": 1, "hostname": "h"}))
+    (snap / "fs" / "etc" / "alt").symlink_to("/etc")  # absolute, as on the host
+    (snap / "fs" / "etc" / "os-release").write_text("ID=ubuntu\n")
+    replay = SnapshotTarget(snap)
+    assert replay.read_text("/etc/alt/os-release") == "ID=ubuntu\n"
+    assert Path("/etc/hostname").exists()  # on this machine, not in the snapshot
+    for read in (replay.read_text, replay.list_dir, replay.read_link):
+        with pytest.raises(FileNotFoundError):
+            read("/etc/alt/hostname")
