@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 def _targets(args: argparse.Namespace) -> list[Target]:
     if not args.hosts and not args.ansible_inventory:
         return [LocalTarget()]
+    from dbc_accept.plugin import _host_name, hosts_error
     from dbc_accept.target import TestinfraTarget
 
     try:
@@ -87,9 +88,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
             ssh_identity_file=args.ssh_identity_file, sudo=args.sudo,
             ansible_inventory=args.ansible_inventory)
     except Exception as exc:  # testinfra raises many kinds; all are a bad --hosts
-        raise UsageError(f"--hosts {args.hosts or ''}: {exc} "
-                         "(expected e.g. ssh://root@node1,paramiko://node2)") from None
-    from dbc_accept.plugin import _host_name
+        raise UsageError(hosts_error(args.hosts, args.ansible_inventory, exc)) from None
 
     found: dict[str, Target] = {}
     for host in hosts:

@@ -69,6 +69,18 @@ def _host_name(host: Any) -> str:
     return f"{name}:{port}" if port and str(port) != "22" else name
 
 
+def hosts_error(spec: str | None, inventory: str | None, exc: Exception) -> str:
+    """One line saying why testinfra could not make hosts of --hosts / --ansible-inventory."""
+    if inventory and "ansible-inventory: not found" in str(exc):
+        return (f"--ansible-inventory {inventory}: the `ansible-inventory` command is not "
+                "installed; install Ansible (pip install ansible-core) or name the nodes "
+                "with --hosts")
+    if inventory and not spec:
+        why = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+        return f"--ansible-inventory {inventory}: {why[:300]}"
+    return f"--hosts {spec or ''}: {exc} (expected e.g. ssh://root@node1,paramiko://node2:22)"
+
+
 def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
     """(name, testinfra host) for each node of ``--hosts`` / ``--ansible-inventory``."""
     spec = getattr(config.option, "hosts", None)
@@ -90,9 +102,7 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
     try:
         hosts = list(testinfra.get_hosts(names, **kwargs))
     except Exception as exc:  # testinfra raises many kinds; all are a bad --hosts
-        raise pytest.UsageError(
-            f"--hosts {spec or ''}: {exc} (expected e.g. ssh://root@node1,paramiko://node2:22)"
-        ) from None
+        raise pytest.UsageError(hosts_error(spec, inventory, exc)) from None
     found: dict[str, Any] = {}
     for host in hosts:  # the same node named twice is checked once
         found.setdefault(_host_name(host), host)

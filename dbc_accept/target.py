@@ -153,6 +153,15 @@ def _os_error(path: str, stderr: str) -> OSError:
     return OSError(f"{path}: {last[-1] if last else 'unreadable'}")
 
 
+def _why(exc: Exception) -> str:
+    """What a backend's exception says; the ssh backend raises with its CommandResult."""
+    result = exc.args[0] if exc.args else None
+    stderr = getattr(result, "stderr_bytes", None)
+    if isinstance(stderr, bytes) and stderr.strip():
+        return stderr.decode("utf-8", errors="replace").strip()
+    return str(exc) or type(exc).__name__
+
+
 class TestinfraTarget:
     """Any host pytest-testinfra reaches (ssh, paramiko, ansible, docker, ...).
 
@@ -175,7 +184,7 @@ class TestinfraTarget:
         try:
             out = self._host.run(line, *args)
         except Exception as exc:  # paramiko, socket and backend errors alike
-            self._unreachable = FactError(self.name, f"cannot connect: {exc or type(exc).__name__}")
+            self._unreachable = FactError(self.name, f"cannot connect: {_why(exc)}")
             raise self._unreachable from None
         if out.rc == SSH_FAILED_RC and self._host.backend.NAME in ("ssh", "safe-ssh") and (
                 out.stderr_bytes.startswith(b"ssh:") or b"Permission denied (" in out.stderr_bytes):

@@ -107,10 +107,11 @@ def sshd() -> Iterator[Sshd]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def remote(sshd: Sshd, key: str | None = None, host: str = "127.0.0.1") -> TestinfraTarget:
+def remote(sshd: Sshd, key: str | None = None, host: str = "127.0.0.1",
+           backend: str = "paramiko") -> TestinfraTarget:
     import testinfra
 
-    spec = f"paramiko://root@{host}:{sshd.port}"
+    spec = f"{backend}://root@{host}:{sshd.port}"
     return TestinfraTarget(testinfra.get_host(spec, ssh_identity_file=key or sshd.root_key,
                                               ssh_config=sshd.ssh_config))
 
@@ -211,6 +212,23 @@ def test_operations_match_local_unprivileged(sshd: Sshd, tree: Path) -> None:
     assert local["list_dir closed"] == ["error", "PermissionError"]
     assert local["read_text closed/inner"] == ["error", "PermissionError"]
     assert outcomes(remote(sshd, key=sshd.nobody_key), str(tree)) == local
+
+
+def test_operations_match_local_through_the_ssh_command(sshd: Sshd, tree: Path) -> None:
+    assert outcomes(remote(sshd, backend="ssh"), str(tree)) == outcomes(LocalTarget(), str(tree))
+
+
+def test_unreachable_host_through_the_ssh_command() -> None:
+    import testinfra
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    target = TestinfraTarget(testinfra.get_host(f"ssh://root@127.0.0.1:{port}"))
+    with pytest.raises(FactError, match=r"cannot connect: ssh: connect to host"):
+        target.read_text("/etc/hostname")
+    with pytest.raises(FactError, match="cannot connect"):
+        target.list_dir("/etc")
 
 
 def test_unreachable_host_fails_every_fact_at_once() -> None:
@@ -320,3 +338,16 @@ def test_bad_hosts_is_a_usage_error(pytester: pytest.Pytester) -> None:
         "--no-report", "--hosts=nosuchscheme://x", str(ROOT / "tests_host"))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--hosts nosuchscheme://x*Unknown connection type*"])
+
+
+def test_ansible_inventory_without_ansible_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    if shutil.which("ansible-inventory"):
+        pytest.skip("Ansible is installed here: the message for its absence cannot be seen")
+    inventory = pytester.path / "hosts.ini"
+    inventory.write_text("[nodes]\nnode1 ansible_host=127.0.0.1\n")
+    result = pytester.runpytest_subprocess(
+        "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT), "-m", "host",
+        "--no-report", f"--ansible-inventory={inventory}", str(ROOT / "tests_host"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ansible-inventory *hosts.ini: the `ansible-inventory` "
+                                 "command is not installed; install Ansible*"])
