@@ -127,6 +127,23 @@ def pytest_configure(config: pytest.Config) -> None:
         nodes(config)  # a snapshot of the wrong format is a usage error, reported now
     elif getattr(config.option, "hosts", None) or getattr(config.option, "ansible_inventory", None):
         nodes(config)  # a bad --hosts is a usage error now, not a collection error later
+    _check_network_options(config)
+
+
+def _check_network_options(config: pytest.Config) -> None:
+    """--listen-broadcast and --dbc-client: a bad value is a usage error with the fix."""
+    seconds = config.getoption("dbc_listen_broadcast")
+    if seconds is not None and not 0 < seconds <= 3600:
+        raise pytest.UsageError(f"--listen-broadcast {seconds:g}: give the seconds to listen, "
+                                "more than 0 and at most 3600")
+    url = config.getoption("dbc_client")
+    if url:
+        from dbc_accept.facts.network_node import mining_nodes_url
+
+        try:
+            mining_nodes_url(url)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -355,3 +355,14 @@ def test_ports_of_two_running_dbc_nodes(pytester: pytest.Pytester, tmp_path: Pat
                                  f"http_port and {compute}/conf/core.conf http_port*"])
     (client / "conf" / "core.conf").write_text("net_listen_port=5003\nhttp_port=5004\n")
     _run(pytester, f"--dbc-dir={compute}", "-k", "ports_distinct").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("option,message", [
+    ("--listen-broadcast=0", "--listen-broadcast 0: give the seconds to listen*"),
+    ("--listen-broadcast=-5", "--listen-broadcast -5: give the seconds to listen*"),
+    ("--dbc-client=10.0.0.5:5052", "*'10.0.0.5:5052' is not an http:// URL*"),
+])
+def test_run_bad_network_options(pytester: pytest.Pytester, option: str, message: str) -> None:
+    result = _run(pytester, option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}"])
