@@ -271,11 +271,13 @@ def _outcomes_of(junit: Path) -> dict[str, str]:
     return found
 
 
-def _host_run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, str]]:
+def _host_run(pytester: pytest.Pytester, *args: str,
+              report: tuple[str, ...] = ("--no-report",)
+              ) -> tuple[pytest.RunResult, dict[str, str]]:
     junit = pytester.path / f"junit-{len(list(pytester.path.glob('junit-*')))}.xml"
     result = pytester.runpytest_subprocess(
         "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT), "-m", "host",
-        "--no-report", "-p", "no:randomly", f"--junitxml={junit}", str(ROOT / "tests_host"),
+        *report, "-p", "no:randomly", f"--junitxml={junit}", str(ROOT / "tests_host"),
         *args,
     )
     assert result.ret in (0, 1), result.stdout.str() + result.stderr.str()
@@ -322,14 +324,20 @@ def test_host_run_on_sshd_equals_local_run(pytester: pytest.Pytester, sshd: Sshd
 def test_xdist_checks_two_nodes_in_one_report(pytester: pytest.Pytester, sshd: Sshd) -> None:
     nodes = [f"paramiko://127.0.0.1:{sshd.port}", f"paramiko://localhost:{sshd.port}"]
     hosts = ",".join(n.replace("://", "://root@") for n in nodes)
+    reports = pytester.path / "reports"
     result, found = _host_run(pytester, "-n", "2", f"--hosts={hosts}",
                               f"--ssh-identity-file={sshd.root_key}",
-                              f"--ssh-config={sshd.ssh_config}")
+                              f"--ssh-config={sshd.ssh_config}",
+                              report=(f"--report-dir={reports}",))
     first, second = (_by_test(found, n) for n in nodes)
     assert first and stable(first) == stable(second)
     assert len(found) == len(first) + len(second)  # every test id names its node
     result.stdout.fnmatch_lines(["*2 workers*"])
     assert len([ln for ln in result.stdout.lines if ln.startswith("=") and " in " in ln]) == 1
+    written = list(reports.glob("*/report.html"))  # one report, by the controller
+    assert len(written) == 1, list(reports.iterdir())
+    html = written[0].read_text(encoding="utf-8")
+    assert all(node in html for node in nodes)
 
 
 def test_bad_hosts_is_a_usage_error(pytester: pytest.Pytester) -> None:
