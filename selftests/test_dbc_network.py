@@ -366,3 +366,47 @@ def test_run_bad_network_options(pytester: pytest.Pytester, option: str, message
     result = _run(pytester, option)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}"])
+
+
+# --- snapshot mode: the file parts replayed from a snapshot --------------------------------
+
+MONITOR = "test_dbc_network.py::test_monitor_server"
+PORTS = "test_dbc_network.py::test_ports_distinct_across_dbc_nodes"
+CONF = "/home/dbc/dbc_repo/conf/core.conf"
+
+
+def test_snapshot_monitor_settings_absent_warn(tmp_path: Path) -> None:
+    from selftests.snapshot_harness import copy_snapshot
+
+    results = copy_snapshot("intel-2204-4gpu", tmp_path).run("test_dbc_network.py")
+    assert results.warned == {f"{MONITOR}[dbc_monitor_server]", f"{MONITOR}[miner_monitor_server]"}
+    assert results.failed == set()
+    assert results.skipped == {"test_dbc_network.py::test_status_broadcast",
+                               "test_dbc_network.py::test_client_node_knows_this_node"}
+
+
+def test_snapshot_monitor_setting_malformed_fails(tmp_path: Path) -> None:
+    from selftests.snapshot_harness import copy_snapshot
+
+    snap = copy_snapshot("intel-2204-4gpu", tmp_path)
+    snap.append(CONF, "dbc_monitor_server=115.231.234.34:5005\nminer_monitor_server=10.0.0.9\n")
+    results = snap.run("test_dbc_network.py")
+    assert results.failed == {f"{MONITOR}[miner_monitor_server]"}
+    message = results.message(f"{MONITOR}[miner_monitor_server]")
+    assert "'10.0.0.9' is not host:port" in message and "miner_monitor_server=ip:port" in message
+
+
+def test_snapshot_client_node_with_a_clashing_port_fails(tmp_path: Path) -> None:
+    from selftests.snapshot_harness import copy_snapshot
+
+    snap = copy_snapshot("intel-2204-4gpu", tmp_path)
+    snap.write("/proc/3001/comm", "dbc\n")
+    snap.write("/proc/3001/cmdline", "/home/dbc/client/dbc\0--client\0-d\0")
+    snap.link("/proc/3001/exe", "/home/dbc/client/dbc")
+    snap.write("/home/dbc/client/conf/core.conf", "net_listen_port=5003\nhttp_port=5002\n")
+    results = snap.run("test_dbc_network.py")
+    assert PORTS in results.failed
+    assert ("port 5002 used by /home/dbc/client/conf/core.conf http_port and "
+            f"{CONF} http_port") in results.message(PORTS)
+    snap.write("/home/dbc/client/conf/core.conf", "net_listen_port=5003\nhttp_port=5004\n")
+    assert PORTS not in snap.run("test_dbc_network.py").failed
