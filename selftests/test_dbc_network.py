@@ -117,13 +117,17 @@ def _free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def sender() -> Iterator[Callable[[int, list[bytes]], None]]:
-    """Sends datagrams to 127.0.0.1:port every 0.1 s, in turn, until the test ends."""
-    stop = threading.Event()
-    threads = []
+Sender = Callable[[int, list[bytes]], Callable[[], None]]
 
-    def start(port: int, datagrams: list[bytes]) -> None:
+
+@pytest.fixture
+def sender() -> Iterator[Sender]:
+    """Sends datagrams to 127.0.0.1:port every 0.1 s, in turn; returns how to stop it."""
+    stops: list[Callable[[], None]] = []
+
+    def start(port: int, datagrams: list[bytes]) -> Callable[[], None]:
+        stop = threading.Event()
+
         def loop() -> None:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 i = 0
@@ -132,15 +136,19 @@ def sender() -> Iterator[Callable[[int, list[bytes]], None]]:
                     i += 1
         thread = threading.Thread(target=loop, daemon=True)
         thread.start()
-        threads.append(thread)
+
+        def halt() -> None:
+            stop.set()
+            thread.join(5)
+        stops.append(halt)
+        return halt
 
     yield start
-    stop.set()
-    for thread in threads:
-        thread.join(5)
+    for halt in stops:
+        halt()
 
 
-def test_broadcast_of_this_node_heard(sender: Callable[[int, list[bytes]], None]) -> None:
+def test_broadcast_of_this_node_heard(sender: Sender) -> None:
     port = _free_udp_port()
     sender(port, [message(OTHER_ID), message(NODE_ID, "empty")])
     start = time.monotonic()
@@ -150,14 +158,14 @@ def test_broadcast_of_this_node_heard(sender: Callable[[int, list[bytes]], None]
     assert heard.others == {OTHER_ID: 1}
 
 
-def test_only_other_nodes_heard(sender: Callable[[int, list[bytes]], None]) -> None:
+def test_only_other_nodes_heard(sender: Sender) -> None:
     port = _free_udp_port()
     sender(port, [message(OTHER_ID)])
     heard = listen_broadcast(NODE_ID, 0.6, port=port, address="127.0.0.1")
     assert heard.own is None and heard.others[OTHER_ID] >= 2 and not heard.garbage
 
 
-def test_garbage_heard_and_shortened(sender: Callable[[int, list[bytes]], None]) -> None:
+def test_garbage_heard_and_shortened(sender: Sender) -> None:
     port = _free_udp_port()
     sender(port, [b"x" * 500])
     heard = listen_broadcast(NODE_ID, 0.4, port=port, address="127.0.0.1")
@@ -285,20 +293,15 @@ def test_run_skips_network_checks_with_the_option_named(pytester: pytest.Pyteste
 
 
 def test_run_broadcast_and_client(pytester: pytest.Pytester, tmp_path: Path, client_node: str,
-                                  sender: Callable[[int, list[bytes]], None]) -> None:
+                                  sender: Sender) -> None:
+    """Both cases in one test: they listen on the real port 55555, one at a time."""
     folder = _install(tmp_path / "n", GOOD_CONF)
     ClientNode.mode = "found"
-    sender(55555, [message(OTHER_ID), message(NODE_ID, "renting")])
+    halt = sender(55555, [message(OTHER_ID), message(NODE_ID, "renting")])
     result = _run(pytester, f"--dbc-dir={folder}", "--listen-broadcast=5",
                   f"--dbc-client={client_node}", "-m", "network")
     result.assert_outcomes(passed=2)
-
-
-def test_run_broadcast_garbage_and_client_error(pytester: pytest.Pytester, tmp_path: Path,
-                                                client_node: str,
-                                                sender: Callable[[int, list[bytes]], None]
-                                                ) -> None:
-    folder = _install(tmp_path / "n", GOOD_CONF)
+    halt()
     ClientNode.mode = "not_found"
     sender(55555, [b"hello, not base64", message(OTHER_ID)])
     result = _run(pytester, f"--dbc-dir={folder}", "--listen-broadcast=1",
