@@ -113,6 +113,7 @@ def _uses_our_guest(item: pytest.Item) -> bool:
     return getattr(defs[-1].func, "__module__", "") == __name__
 
 
+@pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselection: only the selected items count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not any(_uses_our_guest(item) for item in items):
         return
