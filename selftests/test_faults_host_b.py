@@ -79,6 +79,14 @@ def dbc_gone(snap: Snapshot) -> None:
     snap.write("/proc/net/tcp", proc_net_tcp(TCP_OK[:3]))
 
 
+def client_node_clash(snap: Snapshot) -> None:
+    client = "/home/dbc/dbc_client"
+    snap.write("/proc/3100/comm", "dbc\n")
+    snap.write("/proc/3100/cmdline", f"{client}/shell/../dbc\0--client\0-d\0-n\0node\0")
+    snap.link("/proc/3100/exe", f"{client}/dbc")
+    snap.write(f"{client}/conf/core.conf", "net_listen_port=5005\nhttp_port=5001\n")
+
+
 def conf_line(old: str, new: str) -> Callable[[Snapshot], object]:
     return lambda snap: snap.replace("/etc/libvirt/libvirtd.conf", old, new)
 
@@ -116,6 +124,9 @@ FAULTS = [
           {f"{S}test_data_project_quota": "storage.pquota"}),
     Fault("not-in-fstab", lambda s: s.replace("/etc/fstab", "/dev/sdb /data     xfs pquota 0 1\n",
                                               ""), {f"{S}test_data_in_fstab": "storage.fstab"}),
+    Fault("fstab-without-pquota", lambda s: s.replace(
+        "/etc/fstab", "/dev/sdb /data     xfs pquota 0 1", "/dev/sdb /data xfs defaults 0 1"),
+        {f"{S}test_data_in_fstab": "storage.fstab"}),
     Fault("read-only", lambda s: s.command(
         ["sh", "-c", WRITE_PROBE, "sh", "/data"], "mode=777 owner=root\n", rc=3,
         stderr="mktemp: failed to create file via template '/data/.dbc-accept-write.XXXXXX': "
@@ -180,6 +191,8 @@ FAULTS = [
     Fault("port-clash", core_conf("http_port=5002", "http_port=5001"), {
         f"{D}test_dbc_port[net_listen_port]": "dbc.ports",
         f"{D}test_dbc_port[http_port]": "dbc.ports"}),
+    Fault("client-node-port-clash", client_node_clash, {
+        f"{D}test_dbc_port[net_listen_port]": "dbc.ports"}),
     Fault("port-out-of-range", lambda s: (
         core_conf("net_listen_port=5001", "net_listen_port=6001")(s),
         s.write("/proc/net/tcp", proc_net_tcp([*TCP_OK, ("0.0.0.0", 6001)]))),
