@@ -39,7 +39,8 @@ def test_fails_with_secrets(node, request):
     observe(node_dat=text, password="PASSWORD")
     check(False, "net.ip_forward", observed="0 (" + text + ")", expected="1")
 
-def test_skips(node):
+def test_skips(node, request):
+    attach(request.config, "domain XML", "<domain><name>dbcacc-x</name></domain>")
     pytest.skip("no GPU in this run by choice")
 '''.replace("PASSWORD", PASSWORD)
 
@@ -161,3 +162,17 @@ def test_redactor_patterns() -> None:
     assert "AAAA" not in out and "password: never" in out
     assert "hunter22" not in r.scrub(json.dumps(json.dumps(text)))
     assert node_dat_secrets(NODE_DAT) == [NODE_KEY, PRIV_KEY]
+
+
+def test_user_html_path_and_run_attachments(pytester: pytest.Pytester) -> None:
+    snap = setup(pytester)
+    result = pytester.runpytest_inprocess("tests_host", "--snapshot", str(snap), "--vm-password",
+                                          PASSWORD, "--report-dir", "out", "--html", "mine.html")
+    result.assert_outcomes(passed=2, failed=1, skipped=1)
+    folder = only_folder(pytester.path / "out")
+    mine = (pytester.path / "mine.html").read_text()
+    assert (folder / "report.html").read_text() == mine
+    assert "&lt;domain&gt;&lt;name&gt;dbcacc-x" in mine and PASSWORD not in mine
+    assert (folder / "attachments" / "domain_XML.txt").read_text().startswith("<domain>")
+    attached = [p.name for p in (folder / "attachments").iterdir()]
+    assert any(name.endswith("node.dat_as_read.txt") for name in attached)
