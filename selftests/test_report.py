@@ -176,3 +176,14 @@ def test_user_html_path_and_run_attachments(pytester: pytest.Pytester) -> None:
     assert (folder / "attachments" / "domain_XML.txt").read_text().startswith("<domain>")
     attached = [p.name for p in (folder / "attachments").iterdir()]
     assert any(name.endswith("node.dat_as_read.txt") for name in attached)
+
+
+def test_without_pytest_html_the_folder_is_still_written(pytester: pytest.Pytester) -> None:
+    snap = setup(pytester)
+    result = pytester.runpytest_inprocess("tests_host", "--snapshot", str(snap), "-p", "no:html",
+                                          "--report-dir", "out")
+    result.assert_outcomes(passed=2, failed=1, skipped=1)
+    folder = only_folder(pytester.path / "out")
+    assert {p.name for p in folder.iterdir()} >= {"junit.xml", "results.json",
+                                                   "system_info.json"}
+    result.stdout.fnmatch_lines(["report:  no report.html (pytest-html is not active*"])

@@ -211,12 +211,14 @@ class ReportWriter:
         if report.when == "teardown":  # pytest-html shows every phase's extras with the test
             _add_extras(report, result, state.redactor)
 
+    @pytest.hookimpl(optionalhook=True)  # pytest-html may be disabled (-p no:html)
     def pytest_html_results_table_row(self, report: pytest.TestReport,
                                       cells: list[str]) -> None:
         result = self.state.results.get(report.nodeid)
         if report.when == "call" and result is not None and result.outcome == "warned":
             cells[0] = '<td class="col-result">Passed (WARN)</td>'
 
+    @pytest.hookimpl(optionalhook=True)  # pytest-html may be disabled (-p no:html)
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str],
                                     postfix: list[str], session: pytest.Session) -> None:
         from dbc_accept.report.html import summary_html
@@ -256,7 +258,8 @@ def _terminal_summary(tr: Any, config: pytest.Config, state: ReportState) -> Non
         split = time_split(rows)
         tr.write_line(f"cnn benchmark: {len(rows)} runs; set-up {split['setup_s']:.0f} s, "
                       f"warm-up {split['warmup_s']:.0f} s, measured {split['measure_s']:.0f} s")
-    html_path = getattr(config.option, "htmlpath", None) or state.folder / "report.html"
-    tr.write_line(f"report:  {html_path}")
+    html_path = getattr(config.option, "htmlpath", None)
+    tr.write_line(f"report:  {html_path}" if html_path else
+                  "report:  no report.html (pytest-html is not active: pip install pytest-html)")
     tr.write_line(f"results: {state.folder}/ (results.json, junit.xml, system_info.json"
                   f"{', bench.csv, bench.json, bench.png' if rows else ''})")
