@@ -42,6 +42,7 @@ from dbc_accept.facts.virt import (
     parse_dpkg_status,
     parse_proc_cgroups,
 )
+from dbc_accept.snapshot import redact_text
 
 DATA = Path(__file__).parent / "data" / "hostb"
 
@@ -205,6 +206,7 @@ def test_node_dat_and_redaction() -> None:
     redacted = redact_node_dat(raw)
     assert key not in redacted and REDACTED in redacted
     assert parse_node_dat(redacted) == dat  # a snapshot compares with a backup as well
+    assert redact_text(raw) == redacted  # the snapshot capture's scrub agrees
     old = parse_node_dat(text("node.dat.old-format"))
     assert set(old.key_digests) == {"node_private_key", "priv_key"}
     with pytest.raises(ValueError, match="node_id"):

@@ -16,13 +16,14 @@ import re
 from dataclasses import dataclass
 
 from dbc_accept.facts import link_optional, list_optional, read, read_optional
+from dbc_accept.snapshot import REDACTED_PREFIX
 from dbc_accept.target import Target
 from dbc_accept.verdict import FactError
 
 PROGRAM = "dbc"
 PRIVATE_KEYS = ("node_private_key", "priv_key")
 # A snapshot keeps a private key as this marker: present, and comparable with a backup.
-REDACTED = "redacted:sha256:"
+REDACTED = REDACTED_PREFIX
 # The program's own defaults when core.conf leaves a port out (ConfManager::ParseConf);
 # the installer writes 5001 and 5002 and asks for ports in 5000-5100.
 PORT_DEFAULTS = {"net_listen_port": 5001, "http_port": 5050}
