@@ -9,6 +9,7 @@ JSON object: one ``env`` line, one ``result`` line per run (every step's time ke
 ``done`` line. The host computes the statistics; this script only measures.
 """
 
+import contextlib
 import gc
 import json
 import os
@@ -278,7 +279,9 @@ def run_one(spec, env, device, build=build_torchvision, torch=None, wrap=None):
 def _free(torch, device):
     gc.collect()
     if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+        # a broken CUDA context raises here: the next runs report it themselves
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.empty_cache()
 
 
 def _timed(torch, spec, env, device, build, batch, wrap):
