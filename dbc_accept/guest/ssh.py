@@ -102,7 +102,7 @@ class HostKeyPin:
                 store.add(name, keytype, key)
         pin = self
 
-        class _Policy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+        class _Policy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc,unused-ignore]
             def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                                  key: paramiko.PKey) -> None:
                 if pin.known_hosts:
@@ -258,7 +258,9 @@ class SshGuest:
                 raise self._lost(doing, f"{type(exc).__name__}: {exc}") from None
             if self._sftp is None:
                 raise self._lost(doing, "the SFTP subsystem did not start")
-            self._sftp.get_channel().settimeout(TCP_USER_TIMEOUT_MS / 1000)
+            channel = self._sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(TCP_USER_TIMEOUT_MS / 1000)
         return self._sftp
 
     # --- Target -------------------------------------------------------------------------
