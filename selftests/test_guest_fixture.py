@@ -234,3 +234,14 @@ def fixtures_fix(check: str) -> str:
     from dbc_accept.remedies import REMEDIES
 
     return REMEDIES[check].fix
+
+
+def test_libvirt_unreachable_fails_before_anything_is_made(pytester: pytest.Pytester) -> None:
+    image = pytester.path / "t.qcow2"
+    image.write_bytes(b"")
+    result = _run(pytester, "--vm-image", str(image), "--gpus", "0",
+                  "--libvirt-uri", "qemu+tcp://127.0.0.1:1/system")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*cannot reach libvirt at qemu+tcp://127.0.0.1:1/system*nothing was created*",
+        "*fix: `virsh connect qemu+tcp://localhost:16509/system` must work*"])

@@ -28,7 +28,7 @@ from dbc_accept.guest.ssh import (
 )
 from dbc_accept.remedies import REMEDIES
 from dbc_accept.target import LocalTarget
-from dbc_accept.vm.lifecycle import VmBootTimeout
+from dbc_accept.vm.errors import VmBootTimeout, VmError
 from dbc_accept.vm.lvutil import code, message
 from dbc_accept.vm.spec import VmSpec, domain_name, new_run_id, volume_name
 
@@ -221,8 +221,8 @@ def vm_guest(spec: VmSpec, creds: Credentials, *, boot_timeout: float, keep: boo
     except Exception as exc:
         if code(exc) is None:
             raise
-        raise GuestError(f"cannot reach libvirt at {spec.uri}: {message(exc)}; start libvirtd "
-                         "(or give --libvirt-uri)") from None
+        raise VmError(f"cannot reach libvirt at {spec.uri}: {message(exc)}; nothing was "
+                      "created", "libvirtd.connect") from None
     record.timings["sweep"] = time.monotonic() - t0
     vm = test_vm(spec, log=record.log.append)
     guest: SshGuest | None = None
