@@ -149,11 +149,8 @@ def _vm_plan(config: pytest.Config) -> VmPlan:
         if gpus_opt.strip() != "0":
             raise pytest.UsageError(f"--gpus {gpus_opt}: {exc}; use --gpus 0") from None
         functions = []
-    # choose_gpus reads the class as hex text: hand it the functions in that form
-    rows = [{"bdf": f.bdf, "vendor": f.vendor, "pci_class": f"{f.pci_class:06x}",
-             "iommu_group": f.iommu_group} for f in functions]
     try:
-        chosen = choose_gpus(rows, gpus_opt)
+        chosen = choose_gpus(functions, gpus_opt)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     all_gpus = nvidia_gpus(functions)
