@@ -32,6 +32,7 @@ def run(name: str, *args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, local_probe_path(name), *args], capture_output=True,
                          text=True, timeout=300, check=True)
     doc: dict[str, Any] = json.loads(out.stdout)
+    assert "error" not in doc, f"probe {name} reported: {doc['error']}\n{out.stderr[-2000:]}"
     return doc
 
 
