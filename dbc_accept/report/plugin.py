@@ -117,9 +117,22 @@ def _gather_guest_texts(item: pytest.Item) -> None:
         return
     if not any(item.get_closest_marker(m) for m in GPU_MARKERS):
         return
+    from dbc_accept.guest.ssh import GuestError  # paramiko itself is imported on use there
+
     config.stash[GUEST_TEXTS_KEY] = True
+    lost = ""
     for name, argv in GUEST_TEXTS:
-        res = guest.run(argv, timeout=60)
+        if lost:
+            attach(config, name, f"(not gathered: {lost})")
+            continue
+        try:
+            res = guest.run(argv, timeout=60)
+        except (GuestError, OSError, EOFError) as exc:
+            # the guest died (destroyed, crashed, link lost): the test's failure says so; a
+            # hook that raised here would turn it into an INTERNALERROR
+            lost = f"the guest did not answer: {type(exc).__name__}: {exc}"
+            attach(config, name, f"(not gathered: {lost})")
+            continue
         if res.ok:  # where available: no nvidia-smi, no dmesg rights -> nothing to show
             text = res.stdout
             if argv[0] == "dmesg":
