@@ -517,3 +517,34 @@ def test_reaper_says_when_a_gpu_is_not_back_on_vfio(conn: Any, template: str) ->
     assert f"GPU function {GPU} is bound to nvidia after removing {left.name}, not vfio-pci" \
         in lines
     assert not any(GPU_AUDIO in line for line in lines)
+
+
+def test_reaper_gives_back_the_dhcp_leases_of_what_it_removes(
+        conn: Any, template: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbc_accept.guest import leases
+
+    left = TestVm(_spec(template, gpus=(), run_id=new_run_id(pid=_dead_pid())),
+                  target=VFIO_HOST)
+    left.create()
+    macs = leases.interface_macs(left.domain_xml(), "default")
+    assert macs
+    calls: list[tuple[str, list[str], bool]] = []
+
+    def release(c: Any, network: str, m: list[str]) -> list[str]:
+        gone = left.name not in _names(c)  # released after the domain was removed
+        calls.append((network, m, gone))
+        return [f"lease 192.168.122.9 ({m[0]}) on {network}"]
+
+    monkeypatch.setattr(leases, "release_leases", release)
+    lines = reaper.sweep(URI)
+    assert calls == [("default", macs, True)]
+    assert f"released lease 192.168.122.9 ({macs[0]}) on default" in lines
+    # the mock driver has no leases at all: a failure to release is logged, not raised
+    monkeypatch.undo()
+    left2 = TestVm(_spec(template, gpus=(), run_id=new_run_id(pid=_dead_pid())),
+                   target=VFIO_HOST)
+    left2.create()
+    notes: list[str] = []
+    lines = reaper.sweep(URI, log=notes.append)
+    assert any(left2.name in line for line in lines)
+    assert any("could not release the DHCP lease" in n for n in notes), notes

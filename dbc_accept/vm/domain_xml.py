@@ -178,3 +178,10 @@ def nic_macs(xml: str) -> list[str]:
     """The MAC addresses of a domain's network interfaces."""
     root = ET.fromstring(xml)
     return [m.get("address", "") for m in root.iterfind("devices/interface/mac")]
+
+
+def nic_networks(xml: str) -> list[str]:
+    """The libvirt networks a domain's network interfaces are attached to."""
+    root = ET.fromstring(xml)
+    return [s.get("network", "") for s in root.iterfind("devices/interface/source")
+            if s.get("network")]

@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dbc_accept.target import Target
-from dbc_accept.vm.domain_xml import RunTag, disk_sources, hostdev_addresses, parse_run_tag
+from dbc_accept.vm.domain_xml import (
+    RunTag,
+    disk_sources,
+    hostdev_addresses,
+    nic_networks,
+    parse_run_tag,
+)
 from dbc_accept.vm.errors import StorageError, VmError
 from dbc_accept.vm.lvutil import code, connect, lv, message
 from dbc_accept.vm.safety import VFIO, host_driver
@@ -116,6 +122,7 @@ class _Sweep:
         self.folders: set[str] = set()  # where removed domains had their overlays
         self.target: Target | None = None  # the host whose GPU drivers are checked
         self.gpu_problems: list[str] = []
+        self.released: list[str] = []  # DHCP leases of removed domains given back
 
     def domains(self) -> None:
         libvirt = lv()
@@ -135,15 +142,29 @@ class _Sweep:
                     self.log(f"left {dom.name()}: its run (pid {tag.pid}) is still going")
                     continue
                 state = "running" if dom.isActive() else "defined"
-                gpus = hostdev_addresses(dom.XMLDesc(0)) if state == "running" else []
+                xml = dom.XMLDesc(0)
+                gpus = hostdev_addresses(xml) if state == "running" else []
                 _remove_domain(dom)
                 self.check_gpus(dom.name(), gpus)
+                self.release_leases(xml)
                 if tag.overlay and VOLUME_RE.match(os.path.basename(tag.overlay)):
                     self.folders.add(os.path.dirname(tag.overlay))
                 self.removed.append(f"removed domain {dom.name()} ({state}, run {tag.run_id}, "
                                     f"created {tag.created or 'unknown'})")
             except libvirt.libvirtError as exc:
                 self.log(f"could not sweep a domain: {message(exc)}")
+
+    def release_leases(self, domain_xml: str) -> None:
+        """Give back the DHCP leases the removed domain held (dnsmasq keeps them an hour)."""
+        from dbc_accept.guest.leases import interface_macs, release_leases  # stdlib only
+
+        for network in sorted(set(nic_networks(domain_xml))):
+            macs = interface_macs(domain_xml, network)
+            try:
+                self.released += release_leases(self.conn, network, macs)
+            except (lv().libvirtError, OSError) as exc:  # harmless: it expires within the hour
+                self.log(f"could not release the DHCP lease of {', '.join(macs)} on "
+                         f"{network}: {message(exc)}")
 
     def check_gpus(self, name: str, bdfs: list[str]) -> None:
         """Say so when a GPU the removed VM held is not back on vfio-pci."""
@@ -239,6 +260,6 @@ def sweep(uri: str, force: bool = False, log: Callable[[str], None] | None = Non
         work.domains()
         work.cover(work.folders | {os.path.normpath(f) for f in folders})
         work.volumes()
-        return work.removed + work.gpu_problems
+        return work.removed + [f"released {r}" for r in work.released] + work.gpu_problems
     finally:
         conn.close()
