@@ -201,8 +201,9 @@ REMEDIES: dict[str, Remedy] = {
         "TEMPERATURE,CLOCK` for throttling (power cap, heat, HW slowdown), that the card runs "
         "at its full PCIe width and generation, and that no other process uses it"),
     "bench.spread": Remedy(
-        "step times vary: look for other work on the GPU or CPU (`nvidia-smi`, `top`), "
-        "thermal or power throttling, or a CPU too weak to feed the GPU"),
+        "the throughput drifts or jumps during the run: look for other work on the GPU or "
+        "CPU (`nvidia-smi`, `top`), clocks that sag under load (`nvidia-smi -q -d "
+        "PERFORMANCE,CLOCK`: thermal or power throttling), or a CPU too weak to feed the GPU"),
     "bench.run": Remedy(
         "the model could not run: read the error; out-of-memory at batch 1, a driver or "
         "CUDA error (`dmesg | grep -i xid`) point at the GPU or its driver"),

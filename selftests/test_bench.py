@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from dbc_accept.bench import output, reference
-from dbc_accept.bench.profiles import DBC_MODELS, PROFILES, RunSpec, profile
+from dbc_accept.bench.profiles import DBC_MODELS, MODERN_MODELS, PROFILES, RunSpec, profile
 from dbc_accept.bench.reference import Setting, compare, normalize_gpu
 from dbc_accept.bench.runner import PROBE, ProbeRun, parse_line, run_probe
 from dbc_accept.bench.session import CnnBench
-from dbc_accept.bench.stats import summarize
+from dbc_accept.bench.stats import summarize, window_spread
 from dbc_accept.guest import LocalGuest
 from dbc_accept.verdict import CheckFailed
 
@@ -181,18 +181,68 @@ def test_median_and_spread() -> None:
         summarize([0.1, 0.0], 1)
 
 
+def test_spread_is_run_stability_not_step_jitter() -> None:
+    # launch jitter: every fourth step late by half, the windows' medians stay put
+    jitter = [0.06 if i % 4 == 3 else 0.04 for i in range(40)]
+    s = summarize(jitter, 128)
+    assert s.cv > 0.15 and s.spread == pytest.approx(0.0)
+    # a GPU that slows down during the run (clocks sag): the late windows' medians rise
+    sagging = [0.040 * (1 + 0.02 * i) for i in range(40)]
+    assert summarize(sagging, 128).spread > 0.1
+    # a jump half-way: medians 0.1, 0.1, 0.15, 0.2, 0.2
+    assert window_spread([0.1] * 9 + [0.2] * 9) == pytest.approx(0.05 ** 0.5 / 0.75)
+    assert window_spread([0.1, 0.2, 0.3]) == 0.0  # fewer than two windows of two steps
+    assert window_spread([0.1, 0.1, 0.2, 0.2]) == pytest.approx(1 / 3)
+
+
 # --- references ----------------------------------------------------------------------------
 
 def test_reference_figures_each_have_a_source() -> None:
     table = reference.load()
     assert all(f["source"] in table.sources for f in table.figures)
     h200 = table.lookup(Setting("NVIDIA H200", "resnet50", "train", "mixed", "single", 128))
-    assert h200 is not None and h200.images_per_s == 4288
-    assert "measured on one NVIDIA H200, torch 2.11, CUDA 13.0" in h200.source
+    assert h200 is not None and h200.images_per_s == 4327 and h200.kind == "measured"
+    assert h200.source.startswith("dbc-accept default profile (cudnn.benchmark, limit 3")
+    assert "lower of two runs" in h200.source and "4,361 and 4,327" in h200.note
     lam = table.lookup(Setting("NVIDIA GeForce RTX 3090", "resnet50", "train", "fp32",
                                "single", 64))
     assert lam is not None and lam.images_per_s == 513 and lam.kind == "published"
     assert "Lambda" in lam.source
+
+
+def test_every_default_and_quick_run_has_an_h200_figure_of_its_method() -> None:
+    table = reference.load()
+    for name in ("default", "quick"):
+        for run in profile(name).runs:
+            if run.parallel != "single":
+                continue
+            s = Setting("NVIDIA H200", run.model, run.mode, run.precision, run.parallel,
+                        run.batch)
+            ref = table.lookup(s)
+            assert ref is not None and ref.source.startswith("dbc-accept default profile"), s
+
+
+def test_anchor_figures_are_shown_never_judged() -> None:
+    table = reference.load()
+    one = Setting("NVIDIA H200", "densenet121", "train", "mixed", "single", 128)
+    cmp = compare(table, one, 1849.0, 0.85)
+    assert cmp.reference is not None and cmp.reference.images_per_s == 1849 and cmp.ok
+    assert cmp.anchor is not None and cmp.anchor.images_per_s == 2452
+    assert cmp.anchor_ratio == pytest.approx(1849 / 2452) and "ANCHORS.md" in cmp.anchor.source
+    # alexnet has only an anchor figure: no verdict, the comparison still shown
+    alex = compare(table, Setting("NVIDIA H200", "alexnet", "train", "mixed", "single", 128),
+                   29000.0, 0.85)
+    assert alex.reference is None and alex.ok is None and alex.anchor_ratio is not None
+    ddp = compare(table, Setting("NVIDIA H200", "resnet50", "train", "mixed", "ddp", 128,
+                                 world=2), 2 * 4288.0, 0.85)
+    assert ddp.anchor_ratio == pytest.approx(1.0) and ddp.ratio == pytest.approx(4288 / 4327)
+
+
+def test_source_roles_are_checked() -> None:
+    doc = {"format": 1, "gpus": {}, "figures": [],
+           "sources": {"x": {"text": "t", "kind": "measured", "role": "verdict"}}}
+    with pytest.raises(ValueError, match="role 'verdict', expected one of reference, compar"):
+        reference.ReferenceTable(doc)
 
 
 def test_gpu_names_as_drivers_spell_them() -> None:
@@ -215,10 +265,10 @@ def test_unknown_gpu_or_setting_has_no_verdict() -> None:
 def test_ratio_decides_and_ddp_is_judged_per_gpu() -> None:
     table = reference.load()
     one = Setting("NVIDIA H200", "resnet50", "train", "mixed", "single", 128)
-    assert compare(table, one, 4288 * 0.86, 0.85).ok is True
-    assert compare(table, one, 4288 * 0.84, 0.85).ok is False
+    assert compare(table, one, 4327 * 0.86, 0.85).ok is True
+    assert compare(table, one, 4327 * 0.84, 0.85).ok is False
     ddp = Setting("NVIDIA H200", "resnet50", "train", "mixed", "ddp", 128, world=2)
-    cmp = compare(table, ddp, 2 * 4288 * 0.9, 0.85)
+    cmp = compare(table, ddp, 2 * 4327 * 0.9, 0.85)
     assert cmp.reference is not None and cmp.reference.per_gpu_of_single
     assert cmp.ratio == pytest.approx(0.9) and cmp.ok
     legacy = Setting("NVIDIA H200", "resnet50", "train", "fp32", "dp", 6, legacy=True)
@@ -233,17 +283,26 @@ def test_references_are_never_evaluated() -> None:
 
 # --- profiles ------------------------------------------------------------------------------
 
-def test_default_profile_covers_the_field() -> None:
+def test_default_profile_covers_dbc_and_modern_models() -> None:
     runs = [r for r in profile("default").runs if r.parallel == "single"]
     models = {r.model for r in runs}
     assert len(models) >= 24 and set(DBC_MODELS) <= models
-    for family in ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_8gf",
-                   "convnext_tiny", "inception_v3", "googlenet", "shufflenet_v2_x1_0",
-                   "squeezenet1_1", "mnasnet1_0", "resnext50_32x4d", "wide_resnet50_2"):
+    for family in ("regnet_y_8gf", "convnext_tiny", "googlenet", "resnext50_32x4d",
+                   "wide_resnet50_2"):
         assert family in models
     assert {(r.model, r.mode) for r in runs} == {(m, mode) for m in models
                                                  for mode in ("train", "infer")}
     assert {r.precision for r in runs} == {"mixed"} and all(r.channels_last for r in runs)
+    ddp = {r.model for r in profile("default").runs if r.parallel == "ddp"}
+    assert ddp <= models  # their kernels are tuned by the single-GPU runs of the profile
+
+
+def test_full_profile_has_every_family() -> None:
+    runs = [r for r in profile("full").runs if r.parallel == "single"]
+    models = {r.model for r in runs}
+    assert set(DBC_MODELS) | set(MODERN_MODELS) <= models
+    assert {"mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "inception_v3",
+            "shufflenet_v2_x1_0", "squeezenet1_1", "mnasnet1_0"} <= models
     assert next(r for r in runs if r.model == "inception_v3").image == 299
 
 
@@ -295,11 +354,16 @@ def test_row_csv_and_progress_line() -> None:
     judged = bench.judged(run)
     r = judged.row
     assert r["images_per_s"] == pytest.approx(4200, rel=1e-3)
-    assert r["reference_images_per_s"] == 4288 and r["verdict"] == "pass"
+    assert r["reference_images_per_s"] == 4327 and r["verdict"] == "pass"
+    assert r["anchor_images_per_s"] == 4288
+    assert r["anchor_ratio"] == pytest.approx(4200 / 4288, abs=1e-4)
+    assert r["spread"] == 0.0 and r["cv"] == 0.0
     rows = list(csv.DictReader(io.StringIO(output.rows_to_csv([r]))))
     assert tuple(rows[0]) == output.FIELDS and rows[0]["model"] == "resnet50"
     line = output.progress_line(r)
     assert "resnet50-train-mixed-1gpu" in line and "4,200 img/s" in line and "[pass]" in line
+    assert "0.97 x ref 4,327 [pass]  0.98 x anchor 4,288" in line
+    assert "spread  0.0%  step cv  0.0%" in line
     assert output.time_split([r, r]) == {"setup_s": 0.4, "warmup_s": 3.0, "measure_s": 1.2}
 
 
@@ -307,7 +371,7 @@ def test_slow_model_fails_naming_the_figure_and_source() -> None:
     bench = bench_with(result_line("resnet50-train-mixed-1gpu", 128 / 3000))
     judged = bench.judged(RunSpec("resnet50", "train", "mixed", "single", 128))
     assert judged.comparison.ok is False
-    assert "4,288 images/s" in judged.comparison.reference.describe()  # type: ignore[union-attr]
+    assert "4,327 images/s" in judged.comparison.reference.describe()  # type: ignore[union-attr]
 
 
 def test_missing_and_failed_runs_fail() -> None:

@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 
 from dbc_accept.bench import reference
+from dbc_accept.bench.profiles import profile
+from dbc_accept.bench.reference import Setting
 
 ROOT = Path(__file__).resolve().parent.parent
-REF = {(f["model"], f["mode"]): f["images_per_s"] for f in reference.load().figures
-       if f["gpu"] == "NVIDIA H200" and f["parallel"] == "single" and not f.get("legacy")}
+TABLE = reference.load()
+# The verdict's figure of each run of the quick profile on an H200.
+REF = {(r.model, r.mode): TABLE.lookup(Setting("NVIDIA H200", r.model, r.mode, r.precision,
+                                               r.parallel, r.batch))
+       for r in profile("quick").runs}
 
 FAKE_PROBE = '''
 import json, sys
@@ -26,7 +31,7 @@ emit({"kind": "env", "cuda_available": True, "torchvision": "0.26.0", "torch": "
 for spec in plan["runs"]:
     if spec["id"] == "vgg16-infer-mixed-1gpu":
         continue  # the probe "lost" this one
-    batch = 200 if spec["id"] == "efficientnet_b0-infer-mixed-1gpu" else spec["batch"]
+    batch = 200 if spec["id"] == "resnet101-infer-mixed-1gpu" else spec["batch"]
     speed = REF["%%s-%%s" %% (spec["model"], spec["mode"])]
     if spec["id"] == "resnet50-train-mixed-1gpu":
         speed *= 0.7
@@ -67,7 +72,7 @@ def setup(pytester: pytest.Pytester) -> None:
 
 
 def fake_probe(pytester: pytest.Pytester) -> Path:
-    table = {f"{m}-{mode}": v for (m, mode), v in REF.items()}
+    table = {f"{m}-{mode}": ref.images_per_s for (m, mode), ref in REF.items() if ref}
     path = pytester.path / "fake_probe.py"
     path.write_text(FAKE_PROBE % json.dumps(table))
     return path
@@ -82,14 +87,15 @@ def test_fake_h200_run_judges_each_model(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     result.stdout.fnmatch_lines([
         "*guest: 1 x NVIDIA H200*",
-        "*resnet18-train-mixed-1gpu*img/s*1.00 x ref 11,941 [[]pass]*",
-        "*resnet50-train-mixed-1gpu*img/s*0.70 x ref 4,288 [[]fail]*",
+        "*resnet18-train-mixed-1gpu*img/s*spread*1.00 x ref 12,103 [[]pass]  1.01 x anchor 11,941*",
+        "*resnet50-train-mixed-1gpu*img/s*0.70 x ref 4,327 [[]fail]  0.71 x anchor 4,288*",
         "*cnn benchmark: * s in all; set-up * s, warm-up * s, measured * s",
     ])
-    assert "expected: >= 0.85 x 4,288 images/s (batch 128; measured: measured on one NVIDIA" \
-        " H200, torch 2.11, CUDA 13.0, 2026-11-28" in out
+    assert "expected: >= 0.85 x 4,327 images/s (batch 128; measured: dbc-accept default" \
+        " profile (cudnn.benchmark, limit 3" in out
     assert "no result for vgg16-infer-mixed-1gpu" in out
-    assert "no reference for NVIDIA H200/efficientnet_b0/infer-mixed-single-b200" in out
+    assert "no reference for NVIDIA H200/resnet101/infer-mixed-single-b200" in out
+    assert "bench.spread" not in out  # steady steps: no WARN
 
 
 def test_real_probe_without_a_gpu_skips_saying_so(pytester: pytest.Pytester) -> None:
@@ -119,7 +125,8 @@ def test_benchmark_report_table_and_plot(pytester: pytest.Pytester) -> None:
     assert json.loads((folder / "system_info.json").read_text())["guest"]["torch"] == "2.11.0"
     tests = json.loads((folder / "results.json").read_text())["tests"]
     slow = next(t for t in tests if "resnet50-train" in t["id"])
-    assert slow["outcome"] == "failed" and "4,288 images/s" in slow["expected"]
+    assert slow["outcome"] == "failed" and "4,327 images/s" in slow["expected"]
+    assert slow["bench"]["anchor_ratio"] == pytest.approx(0.7 * 4327 / 4288, abs=0.01)
     assert slow["bench"]["ratio"] == pytest.approx(0.7, abs=0.01)
     result.stdout.fnmatch_lines(["*cnn benchmark: 9 runs; set-up 3 s, warm-up 9 s, measured *"])
 
@@ -128,7 +135,8 @@ def test_benchmark_refuses_to_share_gpus_between_xdist_workers(pytester: pytest.
     setup(pytester)
     result = pytester.runpytest_subprocess(
         "benchmarks", "-m", "benchmark", "--guest", "local", "--bench-profile", "quick",
-        "--fake-probe", str(fake_probe(pytester)), "--no-report", "-n", "2", "-k", "resnet")
+        "--fake-probe", str(fake_probe(pytester)), "--no-report", "-n", "2",
+        "-k", "resnet18 or resnet50")
     result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines(["*cannot share the GPUs between 2 xdist workers*"])
 

@@ -11,8 +11,9 @@ from dbc_accept.bench.stats import Summary, summarize
 
 FIELDS = (
     "id", "gpu", "gpus", "model", "mode", "precision", "dtype", "parallel", "batch", "world",
-    "images_per_s", "images_per_s_per_gpu", "median_step_ms", "cv", "steps",
+    "images_per_s", "images_per_s_per_gpu", "median_step_ms", "cv", "spread", "steps",
     "reference_images_per_s", "reference_source", "ratio", "verdict",
+    "anchor_images_per_s", "anchor_source", "anchor_ratio",
     "setup_s", "warmup_s", "warmup_steps", "first_step_s", "measure_s",
 )
 
@@ -39,7 +40,7 @@ def row(line: dict[str, Any], env: dict[str, Any], summary: Summary,
         cmp: Comparison) -> dict[str, Any]:
     """One row of the benchmark table (the report's CSV, JSON and plot)."""
     s = cmp.setting
-    ref = cmp.reference
+    ref, anchor = cmp.reference, cmp.anchor
     verdict = "no reference" if cmp.ok is None else ("pass" if cmp.ok else "fail")
     return {
         "id": line["id"], "gpu": s.gpu, "gpus": len(env.get("gpus") or []), "model": s.model,
@@ -48,15 +49,20 @@ def row(line: dict[str, Any], env: dict[str, Any], summary: Summary,
         "images_per_s": round(summary.images_per_s, 1),
         "images_per_s_per_gpu": round(summary.images_per_s / max(1, s.world), 1),
         "median_step_ms": round(summary.median_s * 1000, 3), "cv": round(summary.cv, 5),
-        "steps": summary.steps,
+        "spread": round(summary.spread, 5), "steps": summary.steps,
         "reference_images_per_s": ref.images_per_s if ref else None,
         "reference_source": ref.source if ref else "",
-        "ratio": round(cmp.ratio, 4) if cmp.ratio is not None else None,
-        "verdict": verdict,
+        "ratio": _ratio(cmp.ratio), "verdict": verdict,
+        "anchor_images_per_s": anchor.images_per_s if anchor else None,
+        "anchor_source": anchor.source if anchor else "", "anchor_ratio": _ratio(cmp.anchor_ratio),
         "setup_s": _r(line.get("setup_s")), "warmup_s": _r(line.get("warmup_s")),
         "warmup_steps": line.get("warmup_steps"), "first_step_s": _r(line.get("first_step_s")),
         "measure_s": _r(line.get("measure_s")),
     }
+
+
+def _ratio(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _r(value: Any) -> float | None:
@@ -68,8 +74,10 @@ def progress_line(r: dict[str, Any]) -> str:
     ref = ""
     if r["ratio"] is not None:
         ref = f"  {r['ratio']:.2f} x ref {r['reference_images_per_s']:,.0f} [{r['verdict']}]"
-    return (f"{r['id']:<40} {r['images_per_s']:>10,.0f} img/s  cv {100 * r['cv']:4.1f}%"
-            f"  b{r['batch']}x{r['world']} {r['dtype']}{ref}"
+    if r.get("anchor_ratio") is not None:  # information only: no verdict
+        ref += f"  {r['anchor_ratio']:.2f} x anchor {r['anchor_images_per_s']:,.0f}"
+    return (f"{r['id']:<40} {r['images_per_s']:>10,.0f} img/s  spread {100 * r['spread']:4.1f}%"
+            f"  step cv {100 * r['cv']:4.1f}%  b{r['batch']}x{r['world']} {r['dtype']}{ref}"
             f"  (set-up {r['setup_s']:.1f} s, warm-up {r['warmup_s']:.1f} s,"
             f" measured {r['measure_s']:.1f} s)")
 

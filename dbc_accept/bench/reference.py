@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 DATA_FILE = "bench_reference.json"
+# A source's role: its figures decide verdicts, or are only shown next to them ("x anchor").
+REFERENCE, COMPARISON = "reference", "comparison"
+ROLES = (REFERENCE, COMPARISON)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class ReferenceTable:
         self.sources: dict[str, dict[str, str]] = doc["sources"]
         self.aliases = {alias: gpu for gpu, spec in doc["gpus"].items() for alias in spec["match"]}
         self.figures: list[dict[str, Any]] = doc["figures"]
+        for name, src in self.sources.items():
+            if src.get("role", REFERENCE) not in ROLES:
+                raise ValueError(f"reference source {name} has role {src['role']!r}, "
+                                 f"expected one of {', '.join(ROLES)}")
         for fig in self.figures:
             if fig["source"] not in self.sources:
                 raise ValueError(f"reference figure {fig} names an unknown source")
@@ -72,13 +79,16 @@ class ReferenceTable:
         """The data file's name for a GPU as the driver names it, or None if unknown."""
         return self.aliases.get(normalize_gpu(name))
 
-    def lookup(self, s: Setting) -> Reference | None:
-        """The best figure for ``s``: same batch before any-batch; DDP falls back to single."""
+    def lookup(self, s: Setting, role: str = REFERENCE) -> Reference | None:
+        """The best figure of ``role`` for ``s``: same batch before any-batch; DDP falls
+        back to single."""
         gpu = self.gpu_key(s.gpu)
         if gpu is None:
             return None
+        figures = [f for f in self.figures
+                   if self.sources[f["source"]].get("role", REFERENCE) == role]
         for parallel in (s.parallel, "single") if s.parallel == "ddp" else (s.parallel,):
-            found = [f for f in self.figures if self._matches(f, gpu, s, parallel)]
+            found = [f for f in figures if self._matches(f, gpu, s, parallel)]
             found.sort(key=lambda f: f["batch"] is None)  # the same batch first
             if found:
                 return self._reference(found[0], per_gpu=parallel != s.parallel)
@@ -107,18 +117,25 @@ def load(text: str | None = None) -> ReferenceTable:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A measured figure against its reference (``reference`` None: no verdict)."""
+    """A measured figure against its reference (``reference`` None: no verdict) and, for
+    information only, against a comparison figure (``anchor``)."""
 
     setting: Setting
-    measured: float  # images/s per GPU for DDP judged per GPU, else of the whole run
+    measured: float  # images/s per GPU for DDP, else of the whole run
     reference: Reference | None
     min_ratio: float
+    anchor: Reference | None = None
 
     @property
     def ratio(self) -> float | None:
-        if self.reference is None:
-            return None
-        return self.measured / self.reference.images_per_s
+        return self._share(self.reference)
+
+    @property
+    def anchor_ratio(self) -> float | None:
+        return self._share(self.anchor)
+
+    def _share(self, ref: Reference | None) -> float | None:
+        return None if ref is None else self.measured / ref.images_per_s
 
     @property
     def ok(self) -> bool | None:
@@ -131,6 +148,6 @@ def compare(table: ReferenceTable, s: Setting, images_per_s: float,
     """Judge a run's images/s (all GPUs) against the reference for its setting."""
     ref = table.lookup(s)
     measured = images_per_s
-    if ref is not None and (ref.per_gpu_of_single or s.parallel == "ddp"):
+    if s.parallel == "ddp":  # DDP figures, of its own or single-GPU ones, are per GPU
         measured = images_per_s / max(1, s.world)
-    return Comparison(s, measured, ref, min_ratio)
+    return Comparison(s, measured, ref, min_ratio, anchor=table.lookup(s, COMPARISON))

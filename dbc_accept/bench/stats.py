@@ -1,9 +1,14 @@
-"""Statistics of step times: median throughput and its spread."""
+"""Statistics of step times: median throughput, step-time variation and run stability."""
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from itertools import pairwise
+
+# The measurement is cut into this many consecutive windows; the spread of their medians is
+# how much the run's figure would move had it measured only a part of the time.
+WINDOWS = 5
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,17 @@ class Summary:
     max_s: float
     cv: float  # coefficient of variation of the step times (population stdev / mean)
     images_per_s: float  # images per step (all GPUs) / median step time
+    spread: float = 0.0  # coefficient of variation of the medians of WINDOWS sub-windows
+
+
+def window_spread(times: list[float], windows: int = WINDOWS) -> float:
+    """CV of the medians of ``windows`` consecutive slices of ``times`` (0 when too few)."""
+    n = min(windows, len(times) // 2)  # a median of one step is a step time, not a window's
+    if n < 2:
+        return 0.0
+    bounds = [round(i * len(times) / n) for i in range(n + 1)]
+    medians = [statistics.median(times[a:b]) for a, b in pairwise(bounds)]
+    return statistics.pstdev(medians) / statistics.fmean(medians)
 
 
 def summarize(times_s: list[float], images_per_step: int) -> Summary:
@@ -30,4 +46,5 @@ def summarize(times_s: list[float], images_per_step: int) -> Summary:
     mean = statistics.fmean(times)
     cv = statistics.pstdev(times) / mean if len(times) > 1 else 0.0
     return Summary(steps=len(times), median_s=median, mean_s=mean, min_s=min(times),
-                   max_s=max(times), cv=cv, images_per_s=images_per_step / median)
+                   max_s=max(times), cv=cv, images_per_s=images_per_step / median,
+                   spread=window_spread(times))
