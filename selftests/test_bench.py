@@ -191,8 +191,11 @@ def test_spread_is_run_stability_not_step_jitter() -> None:
     assert summarize(sagging, 128).spread > 0.1
     # a jump half-way: medians 0.1, 0.1, 0.15, 0.2, 0.2
     assert window_spread([0.1] * 9 + [0.2] * 9) == pytest.approx(0.05 ** 0.5 / 0.75)
-    assert window_spread([0.1, 0.2, 0.3]) == 0.0  # fewer than two windows of two steps
-    assert window_spread([0.1, 0.1, 0.2, 0.2]) == pytest.approx(1 / 3)
+    assert window_spread([0.1, 0.2, 0.3, 0.4, 0.5]) == 0.0  # fewer than two windows of 3
+    assert window_spread([0.1] * 3 + [0.2] * 3) == pytest.approx(1 / 3)
+    # a late step in a window of three leaves its median alone
+    assert window_spread([0.1, 0.3, 0.1] * 5) == pytest.approx(0.0)
+    assert all(r.steps_min >= 15 for r in profile("default").runs)  # five windows of three
 
 
 # --- references ----------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class RunSpec:
     legacy: bool = False  # DBC's method: host input each step, no optimizer step
     warmup_min: int = 2
     warmup_max: int = 15
-    steps_min: int = 10
+    steps_min: int = 15  # five parts of three steps for the spread (stats.window_spread)
     steps_max: int = 100
     measure_s: float = 1.2
 

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 # The measurement is cut into this many consecutive windows; the spread of their medians is
-# how much the run's figure would move had it measured only a part of the time.
+# how much the run's figure would move had it measured only a part of the time. A window
+# has at least WINDOW_STEPS steps, so that one late step (launch jitter) does not move its
+# median.
 WINDOWS = 5
+WINDOW_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class Summary:
 
 def window_spread(times: list[float], windows: int = WINDOWS) -> float:
     """CV of the medians of ``windows`` consecutive slices of ``times`` (0 when too few)."""
-    n = min(windows, len(times) // 2)  # a median of one step is a step time, not a window's
+    n = min(windows, len(times) // WINDOW_STEPS)
     if n < 2:
         return 0.0
     bounds = [round(i * len(times) / n) for i in range(n + 1)]
