@@ -11,6 +11,8 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import replace
@@ -437,11 +439,14 @@ def test_libvirtd_gone_at_teardown_is_reported_then_retried(conn: Any, template:
     good = vm.spec
     vm._close()
     vm.spec = replace(good, uri="qemu+tcp://127.0.0.1:1/system")  # nothing listens there
+    vm.reconnect_s = 1.5
     with pytest.raises(VmError, match="does not answer"):
-        vm.is_alive()
+        vm.is_alive()  # unreachable is not "gone"
+    t = time.monotonic()
     problems = vm.teardown()
+    assert 1.5 <= time.monotonic() - t < 10  # it kept trying for the window, then gave up
     assert len(problems) == 1 and "could not reach libvirt" in problems[0]
-    assert "dbc-accept cleanup" in problems[0]
+    assert "within 1.5 s" in problems[0] and "dbc-accept cleanup" in problems[0]
     vm.spec = good
     assert vm.teardown() == []
     assert vm.name not in _names(conn)
@@ -548,3 +553,68 @@ def test_reaper_gives_back_the_dhcp_leases_of_what_it_removes(
     lines = reaper.sweep(URI, log=notes.append)
     assert any(left2.name in line for line in lines)
     assert any("could not release the DHCP lease" in n for n in notes), notes
+
+
+def _rpc_eof() -> Any:
+    """The error a connection to a libvirtd that was restarted raises."""
+    exc = libvirt.libvirtError("End of file while reading data: Input/output error")
+    exc.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC,
+               "End of file while reading data: Input/output error", 2, None, None, None, 0, 0)
+    return exc
+
+
+class StaleConn:
+    """A connection whose libvirtd went away: it looks alive until a call fails."""
+
+    def __init__(self) -> None:
+        self.alive = True
+        self.closed = False
+
+    def isAlive(self) -> bool:
+        return self.alive
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*_a: Any) -> Any:
+            self.alive = False  # as libvirt's client closes its socket on EOF
+            raise _rpc_eof()
+
+        return call
+
+
+def test_a_connection_broken_by_a_libvirtd_restart_is_opened_again(conn: Any,
+                                                                   template: str) -> None:
+    vm = TestVm(_spec(template), target=VFIO_HOST)
+    vm.create()
+    for ask in (vm.is_alive, vm.domain_xml):
+        stale = StaleConn()
+        vm._conn = stale
+        assert ask()  # True, and the domain XML: the same domain, on a new connection
+        assert stale.closed and vm._conn is not stale
+    stale = StaleConn()
+    vm._conn = stale
+    assert vm.teardown(graceful_timeout=0) == []
+    assert stale.closed
+    assert vm.name not in _names(conn)
+    assert volume_name(vm.run_id) not in _volumes(conn)
+
+
+def test_teardown_finishes_when_libvirtd_is_back_within_the_window(conn: Any,
+                                                                   template: str) -> None:
+    vm = TestVm(_spec(template), target=VFIO_HOST, reconnect_s=20)
+    vm.create()
+    good = vm.spec
+    vm._close()
+    vm.spec = replace(good, uri="qemu+tcp://127.0.0.1:1/system")  # libvirtd is down
+    back = threading.Timer(1.5, lambda: setattr(vm, "spec", good))  # ... and comes back
+    back.start()
+    t = time.monotonic()
+    try:
+        assert vm.teardown(graceful_timeout=0) == []
+    finally:
+        back.cancel()
+    assert 1.5 <= time.monotonic() - t < 15
+    assert vm.name not in _names(conn)
+    assert volume_name(vm.run_id) not in _volumes(conn)

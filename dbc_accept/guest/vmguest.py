@@ -119,7 +119,7 @@ class _Boot:
         try:
             if self.vm.is_alive():
                 return None
-            self.vm.domain_xml()  # is_alive() is False also when libvirtd is down: this raises
+            self.vm.domain_xml()  # raises when the name is no longer ours: not "gone" then
         except Exception:
             return None
         return "the test VM is no longer running (destroyed, crashed or powered off)"

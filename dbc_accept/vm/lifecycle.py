@@ -4,6 +4,8 @@ Teardown touches only what this run made: the domain is looked up by name and ac
 only when its ``<metadata>`` carries this run's id; the overlay is deleted only by the
 name this run gave it. It never raises for what is already gone or for libvirtd errors
 (it reports them), it defers SIGINT/SIGTERM while it runs, and it can be called again.
+A connection that broke (libvirtd restarted) is opened again once; a libvirtd that does
+not answer is waited for up to ``reconnect_s`` before teardown gives up and says so.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from dbc_accept.vm import agent
 from dbc_accept.vm.agent import AgentResult
 from dbc_accept.vm.domain_xml import build_domain_xml, nic_macs, parse_run_tag
 from dbc_accept.vm.errors import StorageError, VmBootTimeout, VmError, VmRefused
-from dbc_accept.vm.lvutil import code, connect, lv, message
+from dbc_accept.vm.link import RECONNECT_S, LibvirtLink
+from dbc_accept.vm.lvutil import code, lv, message
 from dbc_accept.vm.safety import VFIO, host_driver, preflight, recheck_gpus
 from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
 from dbc_accept.vm.storage import (
@@ -61,18 +64,19 @@ def _signals_deferred() -> Iterator[None]:
             signal.raise_signal(num)
 
 
-class TestVm:
+class TestVm(LibvirtLink):
     """One test VM, created from a :class:`VmSpec`, always removable by :meth:`teardown`."""
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, spec: VmSpec, log: Callable[[str], None] = _null_log,
-                 target: Target | None = None) -> None:
+                 target: Target | None = None, reconnect_s: float = RECONNECT_S) -> None:
         self.spec = spec if spec.run_id else replace(spec, run_id=new_run_id())
         self.run_id = self.spec.run_id
         self.name = domain_name(self.run_id)
         self.log = log
         self.target = target or LocalTarget()
+        self.reconnect_s = reconnect_s
         self.overlay: Overlay | None = None
         self.timings: dict[str, float] = {}
         self.gpu_problems: list[str] = []
@@ -85,23 +89,6 @@ class TestVm:
         self._torn_down = False
 
     # --- creating ----------------------------------------------------------------------
-
-    def _connection(self) -> Any:
-        if self._conn is not None:
-            try:
-                if self._conn.isAlive():
-                    return self._conn
-            except lv().libvirtError:
-                pass
-            self._close()
-        self._conn = connect(self.spec.uri)
-        return self._conn
-
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # closing a dead connection may complain
-                conn.close()
 
     def _timed(self, step: str, start: float) -> None:
         self.timings[step] = time.monotonic() - start
@@ -168,9 +155,13 @@ class TestVm:
     def is_alive(self) -> bool:
         """True while the domain exists and runs; VmError when libvirt cannot tell."""
         libvirt = lv()
-        try:
+
+        def running() -> bool:
             dom = self._domain()
             return bool(dom is not None and dom.isActive())
+
+        try:
+            return self._once_more(running)
         except VmError:
             return False  # the name is no longer ours: our VM is gone
         except libvirt.libvirtError as exc:
@@ -181,8 +172,12 @@ class TestVm:
 
     def domain_xml(self) -> str:
         """The live domain XML ("" when the domain is gone)."""
-        dom = self._domain()
-        return str(dom.XMLDesc(0)) if dom is not None else ""
+
+        def xml() -> str:
+            dom = self._domain()
+            return str(dom.XMLDesc(0)) if dom is not None else ""
+
+        return self._once_more(xml)
 
     def console_tail(self, lines: int = 40) -> str:
         """The last lines of the serial console log, control characters removed."""
@@ -283,19 +278,8 @@ class TestVm:
         return problems
 
     def _teardown(self, graceful_timeout: float) -> list[str]:
-        libvirt = lv()
         t = time.monotonic()
-        try:
-            conn = self._connection()
-        except libvirt.libvirtError as exc:
-            return [f"could not reach libvirt at {self.spec.uri} ({message(exc)}): domain "
-                    f"{self.name} and volume {volume_name(self.run_id)} may be left behind; "
-                    "run `dbc-accept cleanup` once libvirtd is back"]
-        problems = []
-        if self._domain_claimed:
-            problems += self._remove_domain(graceful_timeout)
-        if self._overlay_claimed:
-            problems += self._remove_overlay(conn)
+        problems = self._remove_both(graceful_timeout)
         if self._started and self.spec.gpus:
             self.gpu_problems = self._gpus_back()
             problems += self.gpu_problems
@@ -303,6 +287,38 @@ class TestVm:
             self._torn_down = True
             self._close()
         self._timed("teardown", t)
+        return problems
+
+    def _remove_both(self, graceful_timeout: float) -> list[str]:
+        """Remove the domain and the overlay; once more on a new connection if it broke."""
+        libvirt = lv()
+        problems: list[str] = []
+        for attempt in (1, 2):
+            if not (self._domain_claimed or self._overlay_claimed):
+                return []
+            try:
+                conn = self._reach()
+            except libvirt.libvirtError as exc:
+                return [f"could not reach libvirt at {self.spec.uri} within "
+                        f"{self.reconnect_s:g} s ({message(exc)}): domain {self.name} and "
+                        f"volume {volume_name(self.run_id)} may be left behind; run "
+                        "`dbc-accept cleanup` once libvirtd is back"]
+            problems, broke = [], False
+            try:
+                if self._domain_claimed:
+                    problems += self._remove_domain(graceful_timeout)
+                if self._overlay_claimed:
+                    problems += self._remove_overlay(conn)
+            except libvirt.libvirtError as exc:  # only a broken connection gets here
+                problems.append(f"the connection to libvirt broke while removing "
+                                f"{self.name}: {message(exc)}")
+                broke = True
+            # the storage calls report a broken link as text: ask the connection itself
+            if not problems or attempt == 2 or not (broke or self._conn_broken()):
+                break
+            self.log(f"the connection to libvirt at {self.spec.uri} broke during teardown: "
+                     "reconnecting")
+            self._close()
         return problems
 
     def _remove_domain(self, graceful_timeout: float) -> list[str]:
@@ -320,6 +336,8 @@ class TestVm:
         except libvirt.libvirtError as exc:
             if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                 return []
+            if self._broken(exc):
+                raise  # _remove_both reconnects and tries again
             return [f"could not remove domain {self.name}: {message(exc)}"]
         return []
 

@@ -30,6 +30,15 @@ def code(exc: BaseException) -> int | None:
     return int(get()) if callable(get) and get() is not None else None
 
 
+def broken_link(exc: BaseException) -> bool:
+    """True when the error says the connection to libvirtd broke (EOF, socket closed)."""
+    libvirt = lv()
+    get = getattr(exc, "get_error_domain", None)
+    domain = get() if callable(get) else None
+    return domain == libvirt.VIR_FROM_RPC and code(exc) in (libvirt.VIR_ERR_SYSTEM_ERROR,
+                                                            libvirt.VIR_ERR_INTERNAL_ERROR)
+
+
 def message(exc: BaseException) -> str:
     get = getattr(exc, "get_error_message", None)
     text = get() if callable(get) else None
