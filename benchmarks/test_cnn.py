@@ -31,8 +31,12 @@ def test_cnn(cnn_bench: CnnBench, bench_run: RunSpec,
                    f"single steps: {100 * r.summary.cv:.1f}%)",
           expected=f"<= {100 * MAX_SPREAD:.0f}%")
     if ref is None:
+        scaling = ""
+        if cmp.anchor is not None and cmp.anchor.per_gpu_of_single:
+            scaling = (f", {cmp.measured:,.0f} per GPU = {cmp.anchor_ratio:.2f} x the "
+                       "single-GPU figure (scaling efficiency)")
         pytest.skip(f"no reference for {cmp.setting.describe()}: measured "
-                    f"{r.row['images_per_s']:,.0f} images/s (no verdict)")
+                    f"{r.row['images_per_s']:,.0f} images/s{scaling} (no verdict)")
     check(bool(cmp.ok), "bench.throughput",
           observed=f"{cmp.measured:,.0f} images/s ({cmp.ratio:.2f} x the reference)",
           expected=f">= {cmp.min_ratio:.2f} x {ref.describe()}")

@@ -55,6 +55,7 @@ def row(line: dict[str, Any], env: dict[str, Any], summary: Summary,
         "ratio": _ratio(cmp.ratio), "verdict": verdict,
         "anchor_images_per_s": anchor.images_per_s if anchor else None,
         "anchor_source": anchor.source if anchor else "", "anchor_ratio": _ratio(cmp.anchor_ratio),
+        "anchor_label": "single-GPU" if anchor and anchor.per_gpu_of_single else "anchor",
         "setup_s": _r(line.get("setup_s")), "warmup_s": _r(line.get("warmup_s")),
         "warmup_steps": line.get("warmup_steps"), "first_step_s": _r(line.get("first_step_s")),
         "measure_s": _r(line.get("measure_s")),
@@ -75,7 +76,8 @@ def progress_line(r: dict[str, Any]) -> str:
     if r["ratio"] is not None:
         ref = f"  {r['ratio']:.2f} x ref {r['reference_images_per_s']:,.0f} [{r['verdict']}]"
     if r.get("anchor_ratio") is not None:  # information only: no verdict
-        ref += f"  {r['anchor_ratio']:.2f} x anchor {r['anchor_images_per_s']:,.0f}"
+        label = r.get("anchor_label", "anchor")
+        ref += f"  {r['anchor_ratio']:.2f} x {label} {r['anchor_images_per_s']:,.0f}"
     return (f"{r['id']:<40} {r['images_per_s']:>10,.0f} img/s  spread {100 * r['spread']:4.1f}%"
             f"  step cv {100 * r['cv']:4.1f}%  b{r['batch']}x{r['world']} {r['dtype']}{ref}"
             f"  (set-up {r['setup_s']:.1f} s, warm-up {r['warmup_s']:.1f} s,"

@@ -148,6 +148,11 @@ def compare(table: ReferenceTable, s: Setting, images_per_s: float,
     """Judge a run's images/s (all GPUs) against the reference for its setting."""
     ref = table.lookup(s)
     measured = images_per_s
+    anchor = table.lookup(s, COMPARISON)
     if s.parallel == "ddp":  # DDP figures, of its own or single-GPU ones, are per GPU
         measured = images_per_s / max(1, s.world)
-    return Comparison(s, measured, ref, min_ratio, anchor=table.lookup(s, COMPARISON))
+        if ref is not None and ref.per_gpu_of_single:
+            # Scaling depends on the interconnect and the DDP method: the single-GPU figure
+            # is shown for comparison (scaling efficiency), a verdict needs a DDP figure.
+            ref, anchor = None, ref
+    return Comparison(s, measured, ref, min_ratio, anchor=anchor)

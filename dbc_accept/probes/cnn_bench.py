@@ -345,8 +345,12 @@ def ddp_worker(rank, world, port, plan, env):
         result = run_one(spec, env, device, wrap=wrap if spec["mode"] == "train" else None)
         times = result.get("times_s") or []
         median = sorted(times)[len(times) // 2] if times else None
-        medians = [None] * world
-        dist.all_gather_object(medians, median)
+        # A plain tensor gather (not all_gather_object): no pickling, no size exchange.
+        mine = torch.tensor([median if median is not None else -1.0],
+                            dtype=torch.float64, device=device)
+        gathered = [torch.zeros_like(mine) for _ in range(world)]
+        dist.all_gather(gathered, mine)
+        medians = [float(t.item()) if t.item() >= 0 else None for t in gathered]
         if rank == 0:
             result["rank_median_s"] = medians
             emit(result)

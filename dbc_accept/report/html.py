@@ -11,8 +11,9 @@ from dbc_accept.bench.output import time_split
 from dbc_accept.report.redact import Redactor
 from dbc_accept.report.results import TestResult
 
-BENCH_COLUMNS = ("id", "images_per_s", "cv", "batch", "world", "dtype",
-                 "reference_images_per_s", "ratio", "verdict", "reference_source")
+BENCH_COLUMNS = ("id", "images_per_s", "spread", "cv", "batch", "world", "dtype",
+                 "reference_images_per_s", "ratio", "verdict", "anchor_label", "anchor_ratio",
+                 "reference_source")
 
 
 def _pre(text: str) -> str:
