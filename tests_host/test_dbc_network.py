@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from dbc_accept.facts import HostFacts
-from dbc_accept.facts.dbcnode import gather_dbc_processes, gather_node_dat, install_folder
+from dbc_accept.facts.dbcnode import gather_node_dat
 from dbc_accept.facts.network_node import (
     BROADCAST_PORT,
     CLIENT_TIMEOUT,
@@ -19,22 +19,15 @@ from dbc_accept.facts.network_node import (
     parse_host_port,
     port_clashes,
 )
+from dbc_accept.hostchecks import dbc_folder
 from dbc_accept.verdict import FactError, check, fail, observe, warn
 
 pytestmark = pytest.mark.host
 
 
-def _folder(node: HostFacts) -> str:
-    folder = install_folder(node.get(gather_dbc_processes), node.options.get("dbc_dir"))
-    if folder is None:
-        fail("dbc.install_dir", observed="no running dbc compute node to find the folder from",
-             expected="the dbc install folder (or --dbc-dir)")
-    return folder
-
-
 def _monitor(node: HostFacts) -> MonitorSettings:
     try:
-        return node.get(gather_monitor_settings, _folder(node))
+        return node.get(gather_monitor_settings, dbc_folder(node))
     except FactError as exc:
         fail("dbc.config", observed=str(exc), expected="a readable key=value conf/core.conf")
 
@@ -83,7 +76,7 @@ def _network_prerequisite(node: HostFacts, option: str, dest: str, what: str) ->
 
 def _node_id(node: HostFacts) -> str:
     try:
-        return node.get(gather_node_dat, _folder(node)).node_id
+        return node.get(gather_node_dat, dbc_folder(node)).node_id
     except FactError as exc:
         fail("dbc.node_dat", observed=str(exc), expected="dat/node.dat with node_id and its key")
 

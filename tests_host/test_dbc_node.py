@@ -12,11 +12,11 @@ from dbc_accept.facts.dbcnode import (
     gather_dbc_processes,
     gather_folder,
     gather_node_dat,
-    install_folder,
     load_backup,
     other_ports,
 )
 from dbc_accept.facts.listeners import gather_listeners, on_port
+from dbc_accept.hostchecks import dbc_folder
 from dbc_accept.plugin import each
 from dbc_accept.verdict import FactError, check, fail, observe, warn
 
@@ -35,17 +35,9 @@ def _conf(node: HostFacts, folder: str) -> CoreConf:
 
 def _node_dat(node: HostFacts) -> NodeDat:
     try:
-        return node.get(gather_node_dat, _folder(node))
+        return node.get(gather_node_dat, dbc_folder(node))
     except FactError as exc:
         fail("dbc.node_dat", observed=str(exc), expected="dat/node.dat with node_id and its key")
-
-
-def _folder(node: HostFacts) -> str:
-    folder = install_folder(node.get(gather_dbc_processes), node.options.get("dbc_dir"))
-    if folder is None:
-        fail("dbc.install_dir", observed="no running dbc compute node to find the folder from",
-             expected="the dbc install folder (or --dbc-dir)")
-    return folder
 
 
 def test_dbc_running(node: HostFacts) -> None:
@@ -59,7 +51,7 @@ def test_dbc_running(node: HostFacts) -> None:
 
 
 def test_dbc_install_folder(node: HostFacts) -> None:
-    folder = _folder(node)
+    folder = dbc_folder(node)
     observe(dbc_dir=folder)
     names = node.get(gather_folder, folder)
     missing = [n for n in ("dbc", "conf", "dat") if n not in names]
@@ -68,14 +60,14 @@ def test_dbc_install_folder(node: HostFacts) -> None:
 
 
 def test_dbc_core_conf(node: HostFacts) -> None:
-    conf = _conf(node, _folder(node))
+    conf = _conf(node, dbc_folder(node))
     check(conf.get("net_type") in (None, "mainnet"), "dbc.config",
           observed=f"net_type={conf.get('net_type')}", expected="net_type=mainnet", level="warn")
 
 
 @each(lambda node: [(k, k) for k in PORT_KEYS], empty="no ports")
 def test_dbc_port(node: HostFacts, item: str) -> None:
-    folder = _folder(node)
+    folder = dbc_folder(node)
     conf = _conf(node, folder)
     port = conf.port(item)
     check(port in PORT_RANGE, "dbc.ports", observed=f"{item}={port}",
