@@ -3,6 +3,7 @@ a healthy node passes everything, and each fault fails exactly the tests concern
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -64,8 +65,9 @@ FAULTS = {
     "pcie": {"transfer": _gen4},
     "xid": {"dmesg": lambda t: t + XID79},
     "xid-later": {},  # made fresh per run in the conftest
-    "remap": {"smi-q": lambda t: t.replace("Remapping Failure Occurred        : No",
-                                           "Remapping Failure Occurred        : Yes", 1)},
+    # Whatever the column alignment of the captured nvidia-smi -q output.
+    "remap": {"smi-q": lambda t: re.sub(r"(Remapping Failure Occurred\s+: )No", r"\g<1>Yes", t,
+                                        count=1)},
     "no-torch": {"torch_info": lambda d: {"error": "torch not installed (No module named "
                                                    "'torch')"}},
 }
