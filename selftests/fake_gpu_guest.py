@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,8 @@ def inventory_csv() -> str:
 def smi_q() -> str:
     text = (DATA / "h200-smi-q.txt").read_text(encoding="utf-8")
     block = text.split(f"GPU {BUSES[0]}\n", 1)[1]
-    return text.replace("Attached GPUs                             : 1",
-                        "Attached GPUs                             : 2") + \
-        f"GPU {BUSES[1]}\n" + block.replace(BUSES[0], BUSES[1])
+    text = re.sub(r"^(Attached GPUs\s+: )1$", r"\g<1>2", text, count=1, flags=re.MULTILINE)
+    return text + f"GPU {BUSES[1]}\n" + block.replace(BUSES[0], BUSES[1])
 
 
 CPUINFO = "".join(f"processor\t: {i}\nphysical id\t: 0\ncore id\t\t: {i}\nflags\t\t: fpu\n\n"
