@@ -231,9 +231,13 @@ class _FindingsCollector:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call":
-            self.config.stash[FINDINGS_KEY].extend(
-                (report.nodeid, Finding(**f)) for f in _findings_of(report))
+        if report.when != "call":
+            return
+        for f in _findings_of(report):
+            # A FAIL the test caught itself (pytest.raises) is not the node's problem.
+            if f.get("level") == "fail" and not report.failed:
+                continue
+            self.config.stash[FINDINGS_KEY].append((report.nodeid, Finding(**f)))
 
 
 def session_findings(config: pytest.Config) -> list[tuple[str, Finding]]:
