@@ -51,7 +51,7 @@ def test_dbc_running(node: HostFacts) -> None:
 
 
 def test_dbc_install_folder(node: HostFacts) -> None:
-    folder = dbc_folder(node)
+    folder = dbc_folder(node, dependent=False)
     observe(dbc_dir=folder)
     names = node.get(gather_folder, folder)
     missing = [n for n in ("dbc", "conf", "dat") if n not in names]
