@@ -26,7 +26,7 @@ from dbc_accept.vm.agent import AgentResult
 from dbc_accept.vm.domain_xml import build_domain_xml, nic_macs, parse_run_tag
 from dbc_accept.vm.errors import StorageError, VmBootTimeout, VmError, VmRefused
 from dbc_accept.vm.link import RECONNECT_S, LibvirtLink
-from dbc_accept.vm.lvutil import code, lv, message
+from dbc_accept.vm.lvutil import code, lv, message, undefine
 from dbc_accept.vm.safety import VFIO, host_driver, preflight, recheck_gpus
 from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
 from dbc_accept.vm.storage import (
@@ -329,7 +329,7 @@ class TestVm(LibvirtLink):
                 return []
             if dom.isActive():
                 self._stop(dom, graceful_timeout)
-            self._undefine(dom)
+            undefine(dom)
             self.log(f"removed domain {self.name}")
         except VmError as exc:
             return [str(exc)]
@@ -362,18 +362,6 @@ class TestVm(LibvirtLink):
         except libvirt.libvirtError as exc:
             if code(exc) not in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_DOMAIN):
                 raise  # "not running" means it stopped by itself meanwhile
-
-    def _undefine(self, dom: Any) -> None:
-        libvirt = lv()
-        flags = (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                 | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
-        try:
-            dom.undefineFlags(flags)
-        except libvirt.libvirtError as exc:
-            if code(exc) not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
-                raise
-            dom.undefine()  # a driver without these flags (the test driver) has no NVRAM
 
     def _remove_overlay(self, conn: Any) -> list[str]:
         overlay = self.overlay or self._find_overlay(conn)

@@ -26,7 +26,7 @@ from dbc_accept.vm.domain_xml import (
     parse_run_tag,
 )
 from dbc_accept.vm.errors import StorageError, VmError
-from dbc_accept.vm.lvutil import code, connect, lv, message
+from dbc_accept.vm.lvutil import code, connect, lv, message, undefine
 from dbc_accept.vm.safety import VFIO, host_driver
 from dbc_accept.vm.spec import NS, domain_name, run_id_origin
 from dbc_accept.vm.storage import (
@@ -98,15 +98,7 @@ def _remove_domain(dom: Any) -> None:
     try:
         if dom.isActive():
             dom.destroy()
-        flags = (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                 | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
-        try:
-            dom.undefineFlags(flags)
-        except libvirt.libvirtError as exc:
-            if code(exc) not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
-                raise
-            dom.undefine()
+        undefine(dom)
     except libvirt.libvirtError as exc:
         if code(exc) != libvirt.VIR_ERR_NO_DOMAIN:
             raise
