@@ -204,6 +204,11 @@ REMEDIES: dict[str, Remedy] = {
         "the throughput drifts or jumps during the run: look for other work on the GPU or "
         "CPU (`nvidia-smi`, `top`), clocks that sag under load (`nvidia-smi -q -d "
         "PERFORMANCE,CLOCK`: thermal or power throttling), or a CPU too weak to feed the GPU"),
+    "bench.scaling": Remedy(
+        "the GPUs lose much of their speed when they train together: check the links between "
+        "them (`nvidia-smi topo -m`: NV# or PIX, not SYS; `nvidia-smi nvlink -s`), that P2P "
+        "works (the in-guest test_p2p_access), the PCIe width of each card, and that NCCL "
+        "does not fall back to sockets (`NCCL_DEBUG=INFO`)"),
     "bench.run": Remedy(
         "the model could not run: read the error; out-of-memory at batch 1, a driver or "
         "CUDA error (`dmesg | grep -i xid`) point at the GPU or its driver"),

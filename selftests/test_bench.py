@@ -151,6 +151,91 @@ def test_a_missing_model_is_skipped(probe: ModuleType) -> None:
     assert "torchvision" in result["reason"]
 
 
+class Told:
+    """DDP ranks' agreement as a test sets it: 'settled' only from call ``settle_at``; the
+    step count of the slowest rank."""
+
+    def __init__(self, settle_at: int, most: int) -> None:
+        self.calls, self.settle_at, self.most_steps = 0, settle_at, most
+
+    def all(self, flag: bool) -> bool:
+        self.calls += 1
+        return self.calls >= self.settle_at
+
+    def most(self, n: int) -> int:
+        return max(n, self.most_steps)
+
+
+def test_ranks_warm_up_and_measure_as_many_steps_as_agreed(probe: ModuleType) -> None:
+    # This rank settles at once; another has not: it keeps warming up until all have, and
+    # times as many steps as the rank that wants most (else one waits in a collective).
+    run = spec(mode="infer", warmup_min=2, warmup_max=12, steps_min=5, steps_max=8)
+    told = Told(settle_at=7, most=11)
+    result = probe.run_one(run, cpu_env(probe), "cpu", build=lambda name: Tiny(), agree=told)
+    assert result["status"] == "ok", result
+    assert result["warmup_steps"] == 8 and len(result["times_s"]) == 11
+
+
+def test_ranks_never_halve_the_batch_alone(probe: ModuleType) -> None:
+    class Hungry(Tiny):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    result = probe.run_one(spec(batch=8), cpu_env(probe), "cpu", build=lambda name: Hungry(),
+                           agree=Told(1, 0))
+    assert result["status"] == "error" and "out of memory" in result["reason"]
+    assert "batch" not in result
+
+
+def tiny_plan(*runs: tuple[str, str], **extra: Any) -> dict[str, Any]:
+    specs = []
+    for mode, parallel in runs:
+        run = RunSpec("tiny_cnn", mode, "fp32", parallel, 4, image=32, warmup_min=2,
+                      warmup_max=6, steps_min=5, steps_max=40, measure_s=0.05)
+        specs.append(run.as_probe())
+    return {"device": "cpu", "cpu_world": 2, "runs": specs, "cudnn_benchmark": True, **extra}
+
+
+def test_ddp_runs_one_process_per_rank_and_gathers_their_medians(tmp_path: Path) -> None:
+    # DDP over gloo on the CPU: the same code path as over NCCL, two real processes.
+    plan = tiny_plan(("train", "single"), ("train", "ddp"), ("infer", "ddp"))
+    lines: list[dict[str, Any]] = []
+    run = run_probe(LocalGuest(workdir=str(tmp_path)), plan, lines.append, timeout=120)
+    assert run.done and run.rc == 0, run.stderr_tail
+    assert set(run.results) == {"tiny_cnn-train-fp32-1gpu", "tiny_cnn-train-fp32-ddp",
+                                "tiny_cnn-infer-fp32-ddp"}
+    for rid in ("tiny_cnn-train-fp32-ddp", "tiny_cnn-infer-fp32-ddp"):
+        res = run.results[rid]
+        assert res["status"] == "ok", res
+        assert res["spec"]["world"] == 2 and len(res["rank_median_s"]) == 2
+        assert all(m is not None and m > 0 for m in res["rank_median_s"])
+        assert len(res["times_s"]) >= 5 and res["cudnn_benchmark"] is True
+
+
+def test_autotuning_is_set_per_run(probe: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = tiny_plan(("train", "single"), ("infer", "single"))
+    plan["runs"][0]["autotune"] = False
+    fitted = probe.run_single(torch, plan, cpu_env(probe), "cpu")
+    assert fitted == {"tiny_cnn-train-fp32-1gpu": 4, "tiny_cnn-infer-fp32-1gpu": 4}
+    lines = [parse_line(t) for t in capsys.readouterr().out.splitlines()]
+    assert [(ln["id"], ln["cudnn_benchmark"]) for ln in lines if ln] == [
+        ("tiny_cnn-train-fp32-1gpu", False), ("tiny_cnn-infer-fp32-1gpu", True)]
+    off = dict(plan, cudnn_benchmark=False)  # the plan's "no" wins over a run's "yes"
+    probe.configure(torch, off, off["runs"][1])
+    assert torch.backends.cudnn.benchmark is False
+    probe.configure(torch, plan)
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_ddp_batch_follows_what_fitted_one_gpu(probe: ModuleType,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    plan = tiny_plan(("train", "ddp"), cpu_world=1)
+    probe.run_ddp(torch, plan, cpu_env(probe), {"tiny_cnn-train-fp32-1gpu": 2})
+    line = parse_line(capsys.readouterr().out.splitlines()[0])
+    assert line is not None and line["status"] == "skipped"
+    assert line["spec"]["batch"] == 2 and "DDP needs 2 or more" in line["reason"]
+
+
 def test_probe_without_torchvision_says_so(tmp_path: Path) -> None:
     lines: list[dict[str, Any]] = []
     plan = profile("quick").plan({"resnet50-train-mixed-1gpu"}, device="cpu")
@@ -228,11 +313,15 @@ def test_every_default_and_quick_run_has_an_h200_figure_of_its_method() -> None:
 
 def test_anchor_figures_are_shown_never_judged() -> None:
     table = reference.load()
-    one = Setting("NVIDIA H200", "densenet121", "train", "mixed", "single", 128)
-    cmp = compare(table, one, 1849.0, 0.85)
-    assert cmp.reference is not None and cmp.reference.images_per_s == 1849 and cmp.ok
-    assert cmp.anchor is not None and cmp.anchor.images_per_s == 2452
-    assert cmp.anchor_ratio == pytest.approx(1849 / 2452) and "ANCHORS.md" in cmp.anchor.source
+    one = Setting("NVIDIA H200", "resnext50_32x4d", "train", "mixed", "single", 128)
+    cmp = compare(table, one, 3472.0, 0.85)
+    assert cmp.reference is not None and cmp.reference.images_per_s == 3472 and cmp.ok
+    assert cmp.anchor is not None and cmp.anchor.images_per_s == 3437
+    assert cmp.anchor_ratio == pytest.approx(3472 / 3437) and "ANCHORS.md" in cmp.anchor.source
+    # a setting the anchor was not measured at (DenseNet-121 trains at 256): no comparison
+    dense = compare(table, Setting("NVIDIA H200", "densenet121", "train", "mixed", "single",
+                                   256), 2836.0, 0.85)
+    assert dense.ok and dense.anchor is None
     # alexnet has only an anchor figure: no verdict, the comparison still shown
     alex = compare(table, Setting("NVIDIA H200", "alexnet", "train", "mixed", "single", 128),
                    29000.0, 0.85)
@@ -302,6 +391,16 @@ def test_default_profile_covers_dbc_and_modern_models() -> None:
     assert {r.precision for r in runs} == {"mixed"} and all(r.channels_last for r in runs)
     ddp = {r.model for r in profile("default").runs if r.parallel == "ddp"}
     assert ddp <= models  # their kernels are tuned by the single-GPU runs of the profile
+
+
+def test_launch_bound_models_train_at_a_larger_batch() -> None:
+    runs = {r.id: r for r in profile("default").runs}
+    assert runs["resnet50-train-mixed-1gpu"].batch == 128  # the anchor figures' setting
+    assert runs["resnet152-train-mixed-1gpu"].batch == 256
+    assert runs["googlenet-train-mixed-1gpu"].batch == 512
+    assert runs["resnet152-train-mixed-ddp"].batch == 256
+    assert {r.model for r in runs.values() if not r.autotune} == {
+        "densenet121", "densenet161", "densenet201"}
 
 
 def test_full_profile_has_every_family() -> None:
@@ -379,6 +478,30 @@ def test_slow_model_fails_naming_the_figure_and_source() -> None:
     judged = bench.judged(RunSpec("resnet50", "train", "mixed", "single", 128))
     assert judged.comparison.ok is False
     assert "4,327 images/s" in judged.comparison.reference.describe()  # type: ignore[union-attr]
+
+
+def ddp_line(run_id: str, step_s: float) -> dict[str, Any]:
+    line = result_line(run_id, step_s, rank_median_s=[step_s, step_s])
+    line["spec"] = {**line["spec"], "parallel": "ddp", "world": 2}
+    return line
+
+
+def test_ddp_scaling_is_against_this_runs_single_gpu_figure() -> None:
+    single = result_line("resnet50-train-mixed-1gpu", 128 / 4000)
+    bench = bench_with(single, ddp_line("resnet50-train-mixed-ddp", 128 / 3000))
+    judged = bench.judged(RunSpec("resnet50", "train", "mixed", "ddp", 128))
+    assert judged.scaling is not None
+    assert judged.scaling.efficiency == pytest.approx(0.75)
+    assert judged.scaling.against == "this run's resnet50-train-mixed-1gpu"
+    assert judged.row["scaling"] == pytest.approx(0.75) and "scaling 0.75" in \
+        output.progress_line(judged.row)
+    # without the single-GPU run in this run (-k ddp): the single-GPU reference
+    alone = bench_with(ddp_line("resnet50-train-mixed-ddp", 128 / 4327))
+    sc = alone.judged(RunSpec("resnet50", "train", "mixed", "ddp", 128)).scaling
+    assert sc is not None and sc.efficiency == pytest.approx(1.0, abs=1e-3)
+    assert sc.against.startswith("the single-GPU reference, 4,327 images/s")
+    one = bench_with(single).judged(RunSpec("resnet50", "train", "mixed", "single", 128))
+    assert one.scaling is None and one.row["scaling"] is None
 
 
 def test_missing_and_failed_runs_fail() -> None:

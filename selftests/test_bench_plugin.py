@@ -87,7 +87,8 @@ def test_fake_h200_run_judges_each_model(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     result.stdout.fnmatch_lines([
         "*guest: 1 x NVIDIA H200*",
-        "*resnet18-train-mixed-1gpu*img/s*spread*1.00 x ref 12,103 [[]pass]  1.01 x anchor 11,941*",
+        "*resnet18-train-mixed-1gpu*img/s*spread*b256x1*1.00 x ref 13,082 [[]pass]  (set-up*",
+        "*resnet18-infer-mixed-1gpu*img/s*spread*1.00 x ref 39,022 [[]pass]  0.99 x anchor 39,392*",
         "*resnet50-train-mixed-1gpu*img/s*0.70 x ref 4,327 [[]fail]  0.71 x anchor 4,288*",
         "*cnn benchmark: * s in all; set-up * s, warm-up * s, measured * s",
     ])
@@ -147,3 +148,66 @@ def test_bad_min_ratio_is_a_usage_error(pytester: pytest.Pytester) -> None:
                                           "--bench-min-ratio", "85", "--no-report")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--bench-min-ratio 85.0: give a share*0.85*"])
+
+
+DDP_PROBE = '''
+import json, sys
+REF = %s
+plan = json.load(open(sys.argv[1]))
+def emit(obj):
+    print("DBCBENCH " + json.dumps(obj), flush=True)
+emit({"kind": "env", "cuda_available": True, "torchvision": "0.26.0", "torch": "2.11.0",
+      "cuda": "13.0", "mixed_dtype": "bfloat16",
+      "gpus": [{"name": "NVIDIA H200"}, {"name": "NVIDIA H200"}]})
+for spec in plan["runs"]:
+    ddp = spec["parallel"] == "ddp"
+    speed = REF["%%s-%%s" %% (spec["model"], spec["mode"])]  # per GPU
+    if spec["id"] == "resnet152-train-mixed-ddp":
+        speed *= 0.6  # a slow link between the GPUs
+    step = spec["batch"] / speed
+    emit({"kind": "result", "id": spec["id"], "status": "ok",
+          "spec": dict(spec, world=2 if ddp else 1), "batch": spec["batch"],
+          "dtype": "bfloat16", "times_s": [step] * 30, "setup_s": 0.3, "warmup_s": 1.0,
+          "warmup_steps": 4, "first_step_s": 0.7, "measure_s": 30 * step,
+          **({"rank_median_s": [step, step]} if ddp else {})})
+emit({"kind": "done", "total_s": 5.0})
+'''
+
+
+def test_ddp_scaling_is_warned_about_and_plotted_per_gpu(pytester: pytest.Pytester) -> None:
+    setup(pytester)
+    runs = [r for r in profile("default").runs if r.model in ("resnet50", "resnet152")]
+    speeds = {}
+    for r in runs:
+        ref = TABLE.lookup(Setting("NVIDIA H200", r.model, r.mode, r.precision, "single",
+                                   r.batch))
+        assert ref is not None
+        speeds[f"{r.model}-{r.mode}"] = ref.images_per_s
+    probe = pytester.path / "ddp_probe.py"
+    probe.write_text(DDP_PROBE % json.dumps(speeds))
+    result = pytester.runpytest_inprocess(
+        "benchmarks", "-m", "benchmark", "--guest", "local", "--bench-profile", "default",
+        "-k", "(resnet50 or resnet152) and not wide", "--fake-probe", str(probe),
+        "--report-dir", "out", "-rs")
+    result.stdout.fnmatch_lines([
+        "*resnet50-train-mixed-ddp*b128x2*scaling 1.00*",
+        "*resnet152-train-mixed-ddp*b256x2*0.60 x single-GPU 2,243  scaling 0.60*",
+    ])
+    [folder] = list((pytester.path / "out").iterdir())
+    tests = {t["id"].split("[")[1].rstrip("]"): t
+             for t in json.loads((folder / "results.json").read_text())["tests"]}
+    slow = tests["resnet152-train-mixed-ddp"]
+    assert slow["outcome"] == "warned" and slow["bench"]["verdict"] == "scaling low"
+    assert [f["check"] for f in slow["findings"]] == ["bench.scaling"]
+    assert "0.60 x 2,243 (this run's resnet152-train-mixed-1gpu)" in slow["observed"]
+    assert "nvidia-smi topo -m" in slow["fix"]
+    # DDP runs have no throughput figure of their own: judged on their scaling alone
+    assert tests["resnet50-train-mixed-ddp"]["outcome"] == "passed"
+    assert tests["resnet50-train-mixed-ddp"]["values"]["scaling"] == 1.0
+    assert tests["resnet50-train-mixed-ddp"]["bench"]["verdict"] == "scaling ok"
+    assert all(tests[f"{m}-{mode}-mixed-1gpu"]["outcome"] == "passed"
+               for m in ("resnet50", "resnet152") for mode in ("train", "infer"))
+    assert (folder / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads((folder / "bench.json").read_text())["rows"]
+    assert {r["id"]: r["scaling"] for r in rows if r["parallel"] == "ddp"}[
+        "resnet152-train-mixed-ddp"] == pytest.approx(0.6)

@@ -9,11 +9,16 @@ from typing import Any
 from dbc_accept.bench.reference import Comparison, ReferenceTable, Setting, compare
 from dbc_accept.bench.stats import Summary, summarize
 
+# DDP images/s per GPU against the single-GPU figure below which the run is warned about:
+# a healthy interconnect keeps the DDP models of the profiles within a few percent; a
+# slow link (no P2P, a narrow PCIe slot, NCCL falling back to sockets) costs far more.
+MIN_SCALING = 0.80
+
 FIELDS = (
     "id", "gpu", "gpus", "model", "mode", "precision", "dtype", "parallel", "batch", "world",
     "images_per_s", "images_per_s_per_gpu", "median_step_ms", "cv", "spread", "steps",
     "reference_images_per_s", "reference_source", "ratio", "verdict",
-    "anchor_images_per_s", "anchor_source", "anchor_ratio",
+    "anchor_images_per_s", "anchor_source", "anchor_ratio", "scaling",
     "setup_s", "warmup_s", "warmup_steps", "first_step_s", "measure_s",
 )
 
@@ -78,6 +83,8 @@ def progress_line(r: dict[str, Any]) -> str:
     if r.get("anchor_ratio") is not None:  # information only: no verdict
         label = r.get("anchor_label", "anchor")
         ref += f"  {r['anchor_ratio']:.2f} x {label} {r['anchor_images_per_s']:,.0f}"
+    if r.get("scaling") is not None:
+        ref += f"  scaling {r['scaling']:.2f}"
     return (f"{r['id']:<40} {r['images_per_s']:>10,.0f} img/s  spread {100 * r['spread']:4.1f}%"
             f"  step cv {100 * r['cv']:4.1f}%  b{r['batch']}x{r['world']} {r['dtype']}{ref}"
             f"  (set-up {r['setup_s']:.1f} s, warm-up {r['warmup_s']:.1f} s,"

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from dbc_accept.bench import output
+from dbc_accept.bench.output import MIN_SCALING
 from dbc_accept.bench.profiles import Profile, RunSpec
 from dbc_accept.bench.reference import Comparison, ReferenceTable
 from dbc_accept.bench.runner import Line, ProbeRun, run_probe
-from dbc_accept.bench.stats import Summary
+from dbc_accept.bench.stats import Summary, summarize
 from dbc_accept.verdict import fail
 
 SECONDS_PER_RUN = 90.0  # the probe's time limit: generous, a hang is all it must catch
@@ -31,6 +32,17 @@ class Judged:
     summary: Summary
     comparison: Comparison
     row: dict[str, Any]
+    scaling: Scaling | None = None
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """A DDP run's images/s per GPU against a single-GPU figure of the same setting."""
+
+    efficiency: float
+    per_gpu: float
+    single: float
+    against: str  # which single-GPU figure
 
 
 @dataclass
@@ -83,8 +95,30 @@ class CnnBench:
     def _judge(self, line: Line) -> Judged:
         summary, cmp = output.judge(line, self.probe.env, self.table, self.min_ratio)
         row = output.row(line, self.probe.env, summary, cmp)
+        scaling = self._scaling(line, cmp)
+        row["scaling"] = None if scaling is None else round(scaling.efficiency, 4)
+        if scaling is not None and cmp.ok is None:  # a DDP run is judged on its scaling
+            row["verdict"] = "scaling ok" if scaling.efficiency >= MIN_SCALING else "scaling low"
         self.rows[line["id"]] = row
-        return Judged(line, summary, cmp, row)
+        return Judged(line, summary, cmp, row, scaling)
+
+    def _scaling(self, line: Line, cmp: Comparison) -> Scaling | None:
+        """Per-GPU DDP throughput against this run's single-GPU figure of the same model,
+        mode and batch, else against the single-GPU reference; None for other runs."""
+        if line["spec"].get("parallel") != "ddp":
+            return None
+        single_id = line["id"].replace("-ddp", "-1gpu")
+        single = self.probe.results.get(single_id)
+        if (single and single.get("status") == "ok" and single.get("times_s")
+                and single.get("batch") == line.get("batch")):
+            figure = summarize(single["times_s"], int(single["batch"])).images_per_s
+            return Scaling(cmp.measured / figure, cmp.measured, figure,
+                           f"this run's {single_id}")
+        ref = cmp.anchor if cmp.reference is None else None
+        if ref is not None and ref.per_gpu_of_single:
+            return Scaling(cmp.measured / ref.images_per_s, cmp.measured, ref.images_per_s,
+                           f"the single-GPU reference, {ref.describe()}")
+        return None
 
     def judged(self, spec: RunSpec) -> Judged:
         """The verdict material of ``spec``: skips or fails when there is none."""

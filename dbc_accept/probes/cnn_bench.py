@@ -23,6 +23,8 @@ NUM_CLASSES = 1000
 # googlenet and inception_v3 would otherwise initialise their weights with scipy (torchvision
 # <= 0.11) or warn; the weights do not change the speed.
 NO_INIT = ("googlenet", "inception_v3")
+TINY = "tiny_cnn"  # built here, not by torchvision
+COLLECTIVE_TIMEOUT_S = 180  # longer than any rank's set-up and warm-up of one model
 
 
 class Unavailable(Exception):
@@ -69,8 +71,18 @@ def environment(torch, device):
     return env
 
 
+def tiny_cnn(torch):
+    """A two-convolution network: checks the harness where torchvision is absent."""
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, NUM_CLASSES))
+
+
 def build_torchvision(name):
     """A torchvision model with random weights (never downloads)."""
+    if name == TINY:
+        import torch
+        return tiny_cnn(torch)
     try:
         import torchvision
         import torchvision.models as tvm
@@ -203,8 +215,41 @@ class Step:
             self.opt.step()
 
 
-def warm_up(step, clock, spec):
-    """Run until step times settle; return (first step s, steps, total s, step times)."""
+class Alone:
+    """Decisions of a single process: its own."""
+
+    def all(self, flag):
+        return flag
+
+    def most(self, n):
+        return n
+
+
+class Agreed:
+    """Decisions every DDP rank takes together: each rank must run the same number of
+    steps, or one waits forever in a collective the others never join."""
+
+    def __init__(self, torch, dist, device):
+        self.torch, self.dist, self.device = torch, dist, device
+
+    def _reduce(self, value, op):
+        t = self.torch.tensor([int(value)], dtype=self.torch.int64, device=self.device)
+        self.dist.all_reduce(t, op=op)
+        return int(t.item())
+
+    def all(self, flag):
+        return bool(self._reduce(1 if flag else 0, self.dist.ReduceOp.MIN))
+
+    def most(self, n):
+        return self._reduce(n, self.dist.ReduceOp.MAX)
+
+
+ALONE = Alone()
+
+
+def warm_up(step, clock, spec, agree=ALONE):
+    """Run until step times settle (on every rank); return (first step s, steps, total s,
+    step times)."""
     start = time.perf_counter()
     step()
     clock.sync()
@@ -217,7 +262,8 @@ def warm_up(step, clock, spec):
         step()
         clock.sync()
         times.append(time.perf_counter() - t0)
-        if i + 2 >= lo and len(times) >= 3 and _settled(times[-3:]):
+        settled = i + 2 >= lo and len(times) >= 3 and _settled(times[-3:])
+        if agree.all(settled):
             break
     return first, len(times) + 1, time.perf_counter() - start, times
 
@@ -226,13 +272,13 @@ def _settled(last):
     return max(last) <= 1.05 * min(last)
 
 
-def measure(step, clock, spec, warm_times):
+def measure(step, clock, spec, warm_times, agree=ALONE):
     """Timed steps: enough to fill ``measure_s`` within [steps_min, steps_max]."""
     lo, hi = int(spec.get("steps_min", 10)), int(spec.get("steps_max", 200))
     per_step = sorted(warm_times)[len(warm_times) // 2] if warm_times else 0.0
     budget = float(spec.get("measure_s", 0))
     want = int(budget / per_step) + 1 if per_step > 0 and budget > 0 else hi
-    steps = max(lo, min(hi, want))
+    steps = agree.most(max(lo, min(hi, want)))
     clock.marks = []
     start = time.perf_counter()
     clock.mark()
@@ -247,8 +293,12 @@ def is_oom(exc):
     return "out of memory" in str(exc).lower()
 
 
-def run_one(spec, env, device, build=build_torchvision, torch=None, wrap=None):
-    """Build, warm up and time one spec; return its result line (never raises)."""
+def run_one(spec, env, device, build=build_torchvision, torch=None, wrap=None, agree=ALONE):
+    """Build, warm up and time one spec; return its result line (never raises).
+
+    Out of memory, a single process retries at half the batch; DDP ranks cannot (one rank
+    retrying while the others wait in a collective would hang them), so they report it.
+    """
     if torch is None:
         import torch
     result = {"kind": "result", "id": spec["id"], "spec": spec, "status": "ok",
@@ -256,14 +306,14 @@ def run_one(spec, env, device, build=build_torchvision, torch=None, wrap=None):
     batch = int(spec["batch"])
     while True:
         try:
-            result.update(_timed(torch, spec, env, device, build, batch, wrap))
+            result.update(_timed(torch, spec, env, device, build, batch, wrap, agree))
             result["batch"] = batch
             return result
         except Unavailable as exc:
             result.update(status="skipped", reason=str(exc))
             return result
         except RuntimeError as exc:
-            if is_oom(exc) and batch > 1:
+            if is_oom(exc) and batch > 1 and agree is ALONE:
                 batch //= 2  # a smaller card: report the batch that fits
                 continue
             result.update(status="error", reason="%s: %s" % (type(exc).__name__, exc))
@@ -284,7 +334,7 @@ def _free(torch, device):
             torch.cuda.empty_cache()
 
 
-def _timed(torch, spec, env, device, build, batch, wrap):
+def _timed(torch, spec, env, device, build, batch, wrap, agree):
     t0 = time.perf_counter()
     if device.startswith("cuda") and hasattr(torch.device(device), "__enter__"):
         with torch.device(device):  # torch >= 2.0: initialise weights on the GPU, not the CPU
@@ -295,16 +345,20 @@ def _timed(torch, spec, env, device, build, batch, wrap):
     clock = Clock(torch, device.split(":")[0])
     clock.sync()
     setup = time.perf_counter() - t0
-    first, warm_steps, warm_s, warm_times = warm_up(step, clock, spec)
-    times, measure_s = measure(step, clock, spec, warm_times)
+    first, warm_steps, warm_s, warm_times = warm_up(step, clock, spec, agree)
+    times, measure_s = measure(step, clock, spec, warm_times, agree)
     dtype = step.dtype
     return {"times_s": times, "setup_s": setup, "first_step_s": first,
             "warmup_s": warm_s, "warmup_steps": warm_steps, "measure_s": measure_s,
-            "dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32"}
+            "dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
 
 
 def run_single(torch, plan, env, device):
-    for spec in plan:
+    """Run the single-process specs of ``plan``; return the batch each fitted, by id."""
+    fitted = {}
+    for spec in plan["runs"]:
+        configure(torch, plan, spec)
         if spec.get("parallel") == "dp":
             n = torch.cuda.device_count() if device == "cuda" else 1
             # nn.DataParallel splits one batch of `batch` x GPUs, as DBC's benchmark does
@@ -315,9 +369,22 @@ def run_single(torch, plan, env, device):
             result["batch_requested"] = int(spec["batch"])
             if "batch" in result:
                 result["batch"] = max(1, result["batch"] // n)
-            emit(result)
         else:
-            emit(run_one(dict(spec, world=1), env, "cuda:0" if device == "cuda" else device))
+            result = run_one(dict(spec, world=1), env, "cuda:0" if device == "cuda" else device)
+        if "batch" in result:
+            fitted[spec["id"]] = result["batch"]
+        emit(result)
+    return fitted
+
+
+def configure(torch, plan, spec=None):
+    """cuDNN autotuning as the plan, and the run if given, ask (each DDP process sets it
+    again: spawn does not carry it over)."""
+    wanted = bool(plan.get("cudnn_benchmark", True))
+    torch.backends.cudnn.benchmark = wanted and bool((spec or {}).get("autotune", True))
+    limit = plan.get("cudnn_benchmark_limit")
+    if limit is not None and hasattr(torch.backends.cudnn, "benchmark_limit"):
+        torch.backends.cudnn.benchmark_limit = int(limit)  # torch >= 1.13
 
 
 def _free_port():
@@ -326,23 +393,52 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def ddp_worker(rank, world, port, plan, env):
-    """One process per GPU; rank 0 reports, every rank's median is gathered."""
-    import torch
-    import torch.distributed as dist
-    os.environ.setdefault("NCCL_DEBUG", "WARN")
-    torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method="tcp://127.0.0.1:%d" % port,
-                            rank=rank, world_size=world)
-    device = "cuda:%d" % rank
+def ddp_wrapper(torch, rank, cuda):
+    """DistributedDataParallel as throughput benchmarks use it: gradients reduced in buckets
+    straight from the parameters' own storage (torch >= 1.7), and no broadcast of the
+    BatchNorm statistics from rank 0 before every forward pass (one more collective per
+    step, and statistics that do not change the work)."""
+    DDP = torch.nn.parallel.DistributedDataParallel
+    ids = [rank] if cuda else None
 
     def wrap(model):
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank])
+        try:
+            return DDP(model, device_ids=ids, broadcast_buffers=False,
+                       gradient_as_bucket_view=True)
+        except TypeError:
+            return DDP(model, device_ids=ids, broadcast_buffers=False)
 
-    for spec in plan:
+    return wrap
+
+
+def ddp_worker(rank, world, port, plan, env, reported):
+    """One process per GPU (or per CPU rank over gloo); rank 0 reports, every rank's
+    median is gathered."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+    cuda = plan.get("device", "cuda") == "cuda"
+    os.environ.setdefault("NCCL_DEBUG", "WARN")
+    # A rank that fails mid-step leaves the others in a collective: time it out, not hang.
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    os.environ.setdefault("NCCL_ASYNC_ERROR_HANDLING", "1")  # torch < 2.2
+    configure(torch, plan)
+    if cuda:
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if cuda else "gloo",
+                            init_method="tcp://127.0.0.1:%d" % port, rank=rank,
+                            world_size=world,
+                            timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    device = "cuda:%d" % rank if cuda else "cpu"
+    agree = Agreed(torch, dist, device)
+    wrap = ddp_wrapper(torch, rank, cuda)
+    for spec in plan["runs"]:
         spec = dict(spec, world=world)
+        configure(torch, plan, spec)
         dist.barrier()
-        result = run_one(spec, env, device, wrap=wrap if spec["mode"] == "train" else None)
+        result = run_one(spec, env, device, wrap=wrap if spec["mode"] == "train" else None,
+                         agree=agree)
         times = result.get("times_s") or []
         median = sorted(times)[len(times) // 2] if times else None
         # A plain tensor gather (not all_gather_object): no pickling, no size exchange.
@@ -354,20 +450,48 @@ def ddp_worker(rank, world, port, plan, env):
         if rank == 0:
             result["rank_median_s"] = medians
             emit(result)
+            with open(reported, "a") as fh:
+                fh.write(spec["id"] + "\n")
     dist.barrier()
     dist.destroy_process_group()
 
 
-def run_ddp(torch, plan, env):
-    n = torch.cuda.device_count()
+def run_ddp(torch, plan, env, fitted):
+    """The DDP specs, one process per GPU, each at the batch its single-GPU run fitted."""
+    device = plan.get("device", "cuda")
+    n = torch.cuda.device_count() if device == "cuda" else int(plan.get("cpu_world", 2))
+    runs = []
+    for spec in plan["runs"]:
+        single = fitted.get(spec["id"].replace("-ddp", "-1gpu"))
+        if single is not None and single < int(spec["batch"]):
+            spec = dict(spec, batch=single)  # what fits one GPU fits each of them
+        runs.append(spec)
     if n < 2:
-        for spec in plan:
+        for spec in runs:
             emit({"kind": "result", "id": spec["id"], "spec": spec, "status": "skipped",
                   "reason": "the guest has %d GPU: DDP needs 2 or more" % n})
         return
+    import tempfile
+
     import torch.multiprocessing as mp
-    torch.cuda.empty_cache()
-    mp.spawn(ddp_worker, args=(n, _free_port(), plan, env), nprocs=n, join=True)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    fd, reported = tempfile.mkstemp(prefix="dbc-ddp-")
+    os.close(fd)
+    try:
+        mp.spawn(ddp_worker, args=(n, _free_port(), dict(plan, runs=runs), env, reported),
+                 nprocs=n, join=True)
+    except Exception as exc:  # a rank died or timed out: the runs it never reported
+        with open(reported) as fh:
+            done = set(fh.read().split())
+        lines = str(exc).strip().splitlines()
+        why = "%s: %s" % (type(exc).__name__, lines[-1] if lines else "")
+        for spec in runs:
+            if spec["id"] not in done:
+                emit({"kind": "result", "id": spec["id"], "spec": spec, "status": "error",
+                      "reason": "a DDP process ended: " + why})
+    finally:
+        os.unlink(reported)
 
 
 def main(argv):
@@ -389,15 +513,13 @@ def main(argv):
     if device == "cuda" and not env["cuda_available"]:
         emit({"kind": "done", "total_s": time.perf_counter() - start})
         return 0
-    torch.backends.cudnn.benchmark = bool(plan.get("cudnn_benchmark", True))
-    limit = plan.get("cudnn_benchmark_limit")
-    if limit is not None and hasattr(torch.backends.cudnn, "benchmark_limit"):
-        torch.backends.cudnn.benchmark_limit = int(limit)  # torch >= 1.13
+    configure(torch, plan)
     runs = plan.get("runs", [])
-    run_single(torch, [s for s in runs if s.get("parallel") != "ddp"], env, device)
+    single = [s for s in runs if s.get("parallel") != "ddp"]
+    fitted = run_single(torch, dict(plan, runs=single), env, device)
     ddp = [s for s in runs if s.get("parallel") == "ddp"]
     if ddp:
-        run_ddp(torch, ddp, env)
+        run_ddp(torch, dict(plan, runs=ddp), env, fitted)
     emit({"kind": "done", "total_s": time.perf_counter() - start})
     return 0
 
