@@ -13,7 +13,7 @@ from dbc_accept.report.results import TestResult
 
 BENCH_COLUMNS = ("id", "images_per_s", "spread", "cv", "batch", "world", "dtype",
                  "reference_images_per_s", "ratio", "verdict", "anchor_label", "anchor_ratio",
-                 "reference_source")
+                 "scaling", "reference_source")
 
 
 def _pre(text: str) -> str:
