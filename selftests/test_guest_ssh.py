@@ -157,6 +157,19 @@ def test_run_times_out_with_rc_124(guest: SshGuest) -> None:
     assert time.monotonic() - start < 10
 
 
+def test_stream_hands_over_each_line_as_it_arrives(guest: SshGuest) -> None:
+    # the CNN probe's progress: a line must reach the host while the command still runs
+    seen: list[tuple[str, float]] = []
+    start = time.monotonic()
+    res = guest.stream(["sh", "-c", "echo one; echo two; sleep 2; printf 'three\\nlast'"],
+                       30, lambda line: seen.append((line, time.monotonic() - start)))
+    assert res.rc == 0 and res.stdout == "one\ntwo\nthree\nlast"
+    assert [line for line, _ in seen] == ["one", "two", "three", "last"]
+    ended = time.monotonic() - start
+    assert seen[0][1] < ended - 1.5  # before the sleep, not at the end
+    assert seen[2][1] >= 2.0
+
+
 def test_put_uploads_with_mode(guest: SshGuest, tmp_path: Path) -> None:
     src = tmp_path / "probe.py"
     src.write_text("print('ok')\n")

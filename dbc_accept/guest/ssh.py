@@ -267,6 +267,16 @@ class SshGuest:
 
     def run(self, argv: Sequence[str], timeout: float = 30.0) -> CommandResult:
         """Run argv (quoted with shlex) under ``timeout`` in the guest; rc 124 on time-out."""
+        return self._exec(argv, timeout, None)
+
+    def stream(self, argv: Sequence[str], timeout: float,
+               on_line: Callable[[str], None]) -> CommandResult:
+        """As ``run``, also calling ``on_line`` with each line of stdout as it arrives (a
+        long probe's progress); the result still holds all of stdout."""
+        return self._exec(argv, timeout, on_line)
+
+    def _exec(self, argv: Sequence[str], timeout: float,
+              on_line: Callable[[str], None] | None) -> CommandResult:
         import paramiko
 
         doing = f"running `{shlex.join(argv)}`"
@@ -279,11 +289,13 @@ class SshGuest:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._lost(doing, f"{type(exc).__name__}: {exc}") from None
         out, err = bytearray(), bytearray()
+        lines = _LineFeed(on_line)
         deadline = time.monotonic() + secs + 10
         next_alive = time.monotonic() + ALIVE_EVERY_S
         try:
             while True:
                 self._drain(chan, out, err)
+                lines.feed(out)
                 if chan.exit_status_ready() and not chan.recv_ready():
                     break
                 now = time.monotonic()
@@ -299,6 +311,7 @@ class SshGuest:
                     next_alive = now + ALIVE_EVERY_S
                 time.sleep(POLL_S)
             self._drain(chan, out, err)
+            lines.feed(out, final=True)
             rc = chan.recv_exit_status()
         finally:
             chan.close()
@@ -412,3 +425,22 @@ def parse_ssh_url(url: str) -> tuple[str, str, int]:
     except ValueError:
         raise ValueError(f"{url!r}: the port is not a number") from None
     return parsed.username or "", parsed.hostname, port
+
+
+class _LineFeed:
+    """Hands each complete line of a growing stdout buffer to a callback, once."""
+
+    def __init__(self, on_line: Callable[[str], None] | None) -> None:
+        self.on_line = on_line
+        self.done = 0  # bytes of the buffer already handed over
+
+    def feed(self, buf: bytearray, final: bool = False) -> None:
+        if self.on_line is None:
+            return
+        end = len(buf) if final else buf.rfind(b"\n", self.done) + 1
+        if end <= self.done:
+            return
+        chunk = bytes(buf[self.done:end]).decode(errors="replace")
+        self.done = end
+        for line in chunk.splitlines():
+            self.on_line(line)
