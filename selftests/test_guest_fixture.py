@@ -120,6 +120,56 @@ def test_release_packet_is_a_dhcprelease() -> None:
     assert options.startswith(bytes([53, 1, 7, 54, 4, 192, 168, 122, 1, 61, 2, 1, 2, 255]))
 
 
+class LeaseNet:
+    """A libvirt network whose lease list drops a lease after some releases of it."""
+
+    def __init__(self, leases: dict[str, str], drop_after: dict[str, int]) -> None:
+        self.leases, self.drop_after, self.sends = leases, drop_after, []  # ip -> mac
+
+    def name(self) -> str:
+        return "default"
+
+    def isActive(self) -> bool:
+        return True
+
+    def bridgeName(self) -> str:
+        return "virbr0"
+
+    def XMLDesc(self, flags: int) -> str:
+        return "<network><ip address='192.168.122.1'/></network>"
+
+    def DHCPLeases(self) -> list[dict[str, Any]]:
+        return [{"ipaddr": ip, "mac": mac, "type": 0, "clientid": None}
+                for ip, mac in self.leases.items()]
+
+    def send(self, packet: bytes, server: str, bridge: str) -> None:
+        ip = ".".join(str(b) for b in packet[12:16])
+        self.sends.append(ip)
+        if self.sends.count(ip) >= self.drop_after.get(ip, 99):
+            self.leases.pop(ip, None)
+
+
+def test_release_waits_for_the_lease_to_go_and_sends_again_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbc_accept.guest import leases
+
+    net = LeaseNet({"192.168.122.5": "52:54:00:00:00:05", "192.168.122.6": "52:54:00:00:00:06",
+                    "192.168.122.7": "52:54:00:00:00:07", "192.168.122.9": "52:54:00:00:00:99"},
+                   {"192.168.122.5": 1, "192.168.122.6": 2})
+    conn = type("Conn", (), {"networkLookupByName": lambda self, n: net})()
+    monkeypatch.setattr(leases, "_send", net.send)
+    lines = leases.release_leases(conn, "default", ["52:54:00:00:00:05", "52:54:00:00:00:06",
+                                                    "52:54:00:00:00:07"], confirm_s=0.4)
+    assert lines == [
+        "lease 192.168.122.5 (52:54:00:00:00:05) on default",
+        "lease 192.168.122.6 (52:54:00:00:00:06) on default",  # gone after the second release
+        "lease 192.168.122.7 (52:54:00:00:00:07) on default (release sent; still listed "
+        "after 0.4 s)"]
+    assert sorted(net.sends) == ["192.168.122.5", "192.168.122.6", "192.168.122.6",
+                                 "192.168.122.7", "192.168.122.7"]
+    assert "192.168.122.9" in net.leases  # another MAC's lease: never touched
+
+
 def test_interface_macs() -> None:
     xml = ("<domain><devices><interface type='network'><mac address='52:54:00:AA:00:01'/>"
            "<source network='default'/></interface><interface type='network'>"

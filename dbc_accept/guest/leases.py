@@ -12,6 +12,7 @@ import ipaddress
 import os
 import socket
 import struct
+import time
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -21,6 +22,8 @@ HTYPE_ETHER = 1
 DHCPRELEASE = 7
 MAGIC_COOKIE = b"\x63\x82\x53\x63"
 OPT_MSG_TYPE, OPT_SERVER_ID, OPT_CLIENT_ID, OPT_END = 53, 54, 61, 255
+CONFIRM_S = 4.0  # how long a release may take to leave libvirt's lease list
+POLL_S = 0.1
 
 
 def interface_macs(domain_xml: str, network: str) -> list[str]:
@@ -66,23 +69,51 @@ def _client_id(text: str | None) -> bytes:
         return b""
 
 
-def release_leases(conn: Any, network: str, macs: list[str]) -> list[str]:
-    """Release every lease of ``macs`` on ``network``; one line per lease released."""
+def release_leases(conn: Any, network: str, macs: list[str],
+                   confirm_s: float = CONFIRM_S) -> list[str]:
+    """Release every lease of ``macs`` on ``network``; one line per lease.
+
+    dnsmasq takes a DHCPRELEASE over UDP, with no answer, and libvirt lists the lease until
+    dnsmasq's lease helper has run: wait up to ``confirm_s`` for each lease to leave the
+    list, sending the release once more half-way; a lease still listed then says so."""
     if not macs:
         return []
     net = conn.networkLookupByName(network)
     if not net.isActive():
         return []
     server, bridge = _server_address(net), str(net.bridgeName())
-    done = []
+    sent: dict[tuple[str, str], bytes] = {}
     for lease in net.DHCPLeases():
         mac = str(lease.get("mac", "")).lower()
         if mac not in macs or lease.get("type") != 0:  # IPv4 only
             continue
-        packet = release_packet(str(lease["ipaddr"]), mac, server,
-                                _client_id(lease.get("clientid")))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bridge.encode())
-            sock.sendto(packet, (server, DHCP_SERVER_PORT))
-        done.append(f"lease {lease['ipaddr']} ({mac}) on {network}")
-    return done
+        ip = str(lease["ipaddr"])
+        sent[(ip, mac)] = release_packet(ip, mac, server, _client_id(lease.get("clientid")))
+        _send(sent[(ip, mac)], server, bridge)
+    pending = _wait_gone(net, set(sent), confirm_s / 2)
+    for key in pending:
+        _send(sent[key], server, bridge)
+    pending = _wait_gone(net, pending, confirm_s / 2)
+    return [f"lease {ip} ({mac}) on {network}"
+            + (f" (release sent; still listed after {confirm_s:g} s)"
+               if (ip, mac) in pending else "")
+            for ip, mac in sent]
+
+
+def _send(packet: bytes, server: str, bridge: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bridge.encode())
+        sock.sendto(packet, (server, DHCP_SERVER_PORT))
+
+
+def _wait_gone(net: Any, keys: set[tuple[str, str]], within_s: float) -> set[tuple[str, str]]:
+    """Those of ``keys`` (ip, mac) the network still lists after up to ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while keys:
+        listed = {(str(lease.get("ipaddr")), str(lease.get("mac", "")).lower())
+                  for lease in net.DHCPLeases()}
+        keys = keys & listed
+        if not keys or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_S)
+    return keys
