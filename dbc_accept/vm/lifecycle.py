@@ -27,7 +27,7 @@ from dbc_accept.vm.domain_xml import build_domain_xml, nic_macs, parse_run_tag
 from dbc_accept.vm.errors import StorageError, VmBootTimeout, VmError, VmRefused
 from dbc_accept.vm.link import RECONNECT_S, LibvirtLink
 from dbc_accept.vm.lvutil import code, lv, message, undefine
-from dbc_accept.vm.safety import VFIO, host_driver, preflight, recheck_gpus
+from dbc_accept.vm.safety import gpus_returned, preflight, recheck_gpus
 from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
 from dbc_accept.vm.storage import (
     Overlay,
@@ -393,14 +393,4 @@ class TestVm(LibvirtLink):
                        backing=self.spec.image, backing_format="")
 
     def _gpus_back(self) -> list[str]:
-        problems = []
-        for bdf in self.spec.gpus:
-            try:
-                driver = host_driver(self.target, bdf)
-            except VmRefused as exc:
-                problems.append(f"could not check GPU function {bdf}: {exc}")
-                continue
-            if driver != VFIO:
-                problems.append(f"GPU function {bdf} is bound to {driver or 'no driver'} after "
-                                f"the test VM, not {VFIO}")
-        return problems
+        return [line for line, _ in gpus_returned(self.target, self.spec.gpus, "the test VM")]

@@ -25,9 +25,9 @@ from dbc_accept.vm.domain_xml import (
     nic_networks,
     parse_run_tag,
 )
-from dbc_accept.vm.errors import StorageError, VmError
+from dbc_accept.vm.errors import StorageError
 from dbc_accept.vm.lvutil import code, connect, lv, message, undefine
-from dbc_accept.vm.safety import VFIO, host_driver
+from dbc_accept.vm.safety import gpus_returned
 from dbc_accept.vm.spec import NS, domain_name, run_id_origin
 from dbc_accept.vm.storage import (
     POOL_RE,
@@ -162,16 +162,11 @@ class _Sweep:
         """Say so when a GPU the removed VM held is not back on vfio-pci."""
         if self.target is None:
             return
-        for bdf in bdfs:
-            try:
-                driver = host_driver(self.target, bdf)
-            except VmError as exc:
-                self.log(f"could not check GPU function {bdf}: {exc}")
-                continue
-            if driver != VFIO:
-                self.gpu_problems.append(
-                    f"GPU function {bdf} is bound to {driver or 'no driver'} after removing "
-                    f"{name}, not {VFIO}")
+        for line, wrong_driver in gpus_returned(self.target, bdfs, f"removing {name}"):
+            if wrong_driver:
+                self.gpu_problems.append(line)
+            else:
+                self.log(line)
 
     def used_paths(self) -> dict[str, set[str]]:
         """{disk path: names of the domains using it}, over every remaining domain."""

@@ -8,6 +8,7 @@ vfio-pci. The test VM's name ``dbc-accept-<run id>`` must be free.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from dbc_accept.target import LocalTarget, Target
@@ -17,7 +18,8 @@ from dbc_accept.vm.lvutil import code, lv
 from dbc_accept.vm.spec import VmSpec, domain_name, normalize_bdf
 
 VFIO = "vfio-pci"
-__all__ = ["VFIO", "VmRefused", "gpu_holders", "host_driver", "preflight", "recheck_gpus"]
+__all__ = ["VFIO", "VmRefused", "gpu_holders", "gpus_returned", "host_driver", "preflight",
+           "recheck_gpus"]
 
 
 def host_driver(target: Target, bdf: str) -> str | None:
@@ -32,6 +34,22 @@ def host_driver(target: Target, bdf: str) -> str | None:
             raise VmRefused(f"cannot read the driver of {bdf}: permission denied (run as root)",
                             "gpu.vfio_bound") from None
         return None  # exists but no driver link: unbound
+
+
+def gpus_returned(target: Target, bdfs: Iterable[str], after: str) -> list[tuple[str, bool]]:
+    """After a VM that held ``bdfs`` is gone: one line per function not back on vfio-pci
+    (``True``) or whose driver could not be read (``False``), in the order of ``bdfs``."""
+    lines = []
+    for bdf in bdfs:
+        try:
+            driver = host_driver(target, bdf)
+        except VmRefused as exc:
+            lines.append((f"could not check GPU function {bdf}: {exc}", False))
+            continue
+        if driver != VFIO:
+            lines.append((f"GPU function {bdf} is bound to {driver or 'no driver'} after "
+                          f"{after}, not {VFIO}", True))
+    return lines
 
 
 def _function_exists(target: Target, bdf: str) -> bool:
