@@ -120,7 +120,7 @@ class _Boot:
             if self.vm.is_alive():
                 return None
             self.vm.domain_xml()  # raises when the name is no longer ours: not "gone" then
-        except Exception:
+        except Exception:  # libvirt cannot tell (down, restarting): the SSH timeouts decide
             return None
         return "the test VM is no longer running (destroyed, crashed or powered off)"
 

@@ -423,7 +423,6 @@ def ddp_worker(rank, world, port, plan, env, reported):
     # A rank that fails mid-step leaves the others in a collective: time it out, not hang.
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     os.environ.setdefault("NCCL_ASYNC_ERROR_HANDLING", "1")  # torch < 2.2
-    configure(torch, plan)
     if cuda:
         torch.cuda.set_device(rank)
     dist.init_process_group("nccl" if cuda else "gloo",
@@ -513,7 +512,6 @@ def main(argv):
     if device == "cuda" and not env["cuda_available"]:
         emit({"kind": "done", "total_s": time.perf_counter() - start})
         return 0
-    configure(torch, plan)
     runs = plan.get("runs", [])
     single = [s for s in runs if s.get("parallel") != "ddp"]
     fitted = run_single(torch, dict(plan, runs=single), env, device)

@@ -152,7 +152,7 @@ class Nvml(object):
             self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
             self._nv = pynvml
             self.source = "pynvml"
-        except Exception:
+        except Exception:  # no pynvml, or NVML does not start: read nvidia-smi instead
             self.source = "nvidia-smi"
 
     def read(self):
@@ -176,7 +176,7 @@ class Nvml(object):
         for key, call in calls:
             try:
                 out[key] = call()
-            except Exception:
+            except Exception:  # a field this GPU or driver does not report: unknown
                 out[key] = None
         return out
 

@@ -19,7 +19,7 @@ def with_pynvml(nv):
                "nvml": _text(nv.nvmlSystemGetNVMLVersion()), "gpus": []}
         try:
             doc["cuda_driver"] = int(nv.nvmlSystemGetCudaDriverVersion())
-        except Exception:
+        except Exception:  # older drivers and bindings lack it: reported as unknown
             doc["cuda_driver"] = None
         for i in range(nv.nvmlDeviceGetCount()):
             h = nv.nvmlDeviceGetHandleByIndex(i)
