@@ -7,8 +7,8 @@ Sub-plugins (the test VM, the guest, the report) register themselves through
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterable
-from typing import Any, TypeVar
+from collections.abc import Generator, Iterable
+from typing import Any, Callable, TypeVar
 
 import pytest
 
@@ -21,14 +21,15 @@ from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begi
 pytest_plugins = [
     "dbc_accept.guest.fixtures",  # the `guest` fixture: vm, ssh:// or local
     "dbc_accept.report.plugin",  # pytest-html extras, the result folder
+    "dbc_accept.rootdir",  # the suite's configuration when `--opt DIR` hid it
 ]
 
-NODES_KEY = pytest.StashKey[list[HostFacts]]()
+NODES_KEY = pytest.StashKey["list[HostFacts]"]()
 RECORD_KEY = pytest.StashKey[ItemRecord]()
-FINDINGS_KEY = pytest.StashKey[list[tuple[str, Finding]]]()
+FINDINGS_KEY = pytest.StashKey["list[tuple[str, Finding]]"]()
 
 F = TypeVar("F", bound=Callable[..., Any])
-ItemsFn = Callable[[HostFacts], Iterable[tuple[str, Any]]]
+ItemsFn = Callable[[HostFacts], "Iterable[tuple[str, Any]]"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -202,7 +203,7 @@ def pytest_runtest_makereport(
         report.user_properties.append(("dbc_findings", [f.as_dict() for f in record.findings]))
         if record.observed:
             report.user_properties.append(("dbc_observed", record.observed))
-    if call.excinfo is not None and isinstance(call.excinfo.value, FactError | CheckFailed):
+    if call.excinfo is not None and isinstance(call.excinfo.value, (FactError, CheckFailed)):
         # The message already says what, expected and fix; a traceback adds only noise.
         exc = call.excinfo.value
         prefix = f"FAIL on {record.node}\n  " if record and record.node and isinstance(

@@ -155,7 +155,7 @@ class RecordingTarget:
         return {
             "format": FORMAT,
             "hostname": hostname or self.inner.name,
-            "captured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "captured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "tool": "dbc-accept",
             "tool_version": tool_version(),
             "target": self.inner.name,

@@ -81,7 +81,7 @@ def from_snapshots() -> tuple[set[str], set[str], set[str], set[str]]:
 
 
 def main() -> int:
-    sets = [a | b for a, b in zip(from_recording(), from_snapshots(), strict=True)]
+    sets = [a | b for a, b in zip(from_recording(), from_snapshots())]
     files, links, listed, commands = sets
     dbc_folders = {p.rsplit("/conf/core.conf", 1)[0] for p in files if p.endswith(
         "/conf/core.conf")}

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dbc_accept.guest import PassedGpu
 from dbc_accept.target import NOT_FOUND_RC, CommandResult

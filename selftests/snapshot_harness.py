@@ -25,7 +25,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Tuple
 
 import pytest
 
@@ -37,7 +37,7 @@ TESTS_HOST = REPO / "tests_host"
 BASE_SNAPSHOTS = REPO / "selftests" / "data" / "snapshots"
 
 
-class Results(dict[str, tuple[str, str]]):
+class Results(Dict[str, Tuple[str, str]]):
     """Test id -> (outcome, message) of one run."""
 
     def with_outcome(self, outcome: str, prefix: str = "") -> set[str]:
@@ -80,14 +80,15 @@ class _Collector:
         self.prefix = node_name
 
     def key(self, nodeid: str) -> str:
-        nodeid = nodeid.removeprefix("tests_host/")
+        nodeid = nodeid[len("tests_host/"):] if nodeid.startswith("tests_host/") else nodeid
         head, sep, param = nodeid.partition("[")
         if not sep:
             return nodeid
         param = param[:-1]
         if param == self.prefix:
             return head
-        return f"{head}[{param.removeprefix(self.prefix + '-')}]"
+        prefix = self.prefix + "-"
+        return f"{head}[{param[len(prefix):] if param.startswith(prefix) else param}]"
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         key = self.key(report.nodeid)
@@ -112,7 +113,8 @@ class _Collector:
 
 def _text(longrepr: Any) -> str:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (file, line, reason)
-        return str(longrepr[2]).removeprefix("Skipped: ")
+        text = str(longrepr[2])
+        return text[len("Skipped: "):] if text.startswith("Skipped: ") else text
     return str(longrepr)
 
 

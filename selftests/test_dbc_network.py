@@ -12,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Callable, Iterator, List
 
 import pytest
 
@@ -117,7 +117,7 @@ def _free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-Sender = Callable[[int, list[bytes]], Callable[[], None]]
+Sender = Callable[[int, List[bytes]], Callable[[], None]]
 
 
 @pytest.fixture

@@ -395,7 +395,7 @@ def test_reaper_removes_only_tagged_leftovers(conn: Any, template: str) -> None:
 
 def test_reaper_leaves_runs_of_other_hosts_unless_forced(conn: Any) -> None:
     name = domain_name(new_run_id(pid=_dead_pid()))
-    root = ET.fromstring(_decoy_xml(name, hostdev=None, tag=name.removeprefix("dbc-accept-")))
+    root = ET.fromstring(_decoy_xml(name, hostdev=None, tag=name[len("dbc-accept-"):]))
     root.find(f"metadata/{{{NS}}}run").set("host", "controller-elsewhere")  # type: ignore[union-attr]
     dom = conn.defineXML(ET.tostring(root, encoding="unicode"))
     notes: list[str] = []

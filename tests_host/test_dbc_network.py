@@ -1,5 +1,6 @@
 """(十二) (十四) (十五) The node on the network: its monitor servers are set, several dbc nodes on
 one machine use distinct ports, it broadcasts its status, and a client node knows it."""
+from __future__ import annotations
 
 import socket
 

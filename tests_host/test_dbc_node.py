@@ -1,5 +1,6 @@
 """(五) and (七) The dbc node program runs from its install folder, with a valid
 conf/core.conf, its ports in range, distinct and listening, and dat/node.dat backed up."""
+from __future__ import annotations
 
 import pytest
 

@@ -1,4 +1,5 @@
 """(六) The VM template /data/ubuntu.qcow2 (and --vm-image): present, readable, qcow2."""
+from __future__ import annotations
 
 import pytest
 

@@ -1,4 +1,5 @@
 """(九) Nothing left by a test: no check_env domain_test, no VM of this tool, no stale disk."""
+from __future__ import annotations
 
 import pytest
 

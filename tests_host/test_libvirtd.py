@@ -1,5 +1,6 @@
 """(四) libvirtd configured as the guide says, running, listening on TCP 16509, and
 answering a real connection on --libvirt-uri with KVM among its domain types."""
+from __future__ import annotations
 
 import pytest
 

@@ -1,4 +1,5 @@
 """(一) The operating system: Ubuntu 20.04 or 22.04."""
+from __future__ import annotations
 
 import pytest
 

@@ -1,4 +1,5 @@
 """(四) libvirtd without authentication must not be reachable from outside the host."""
+from __future__ import annotations
 
 import pytest
 

@@ -1,5 +1,6 @@
 """(二) /data: a mounted XFS file system with ftype=1 and project quotas, in fstab,
 writable, larger than 350 GiB; and more than 32 GiB of RAM (check_env's thresholds)."""
+from __future__ import annotations
 
 import pytest
 

@@ -1,5 +1,6 @@
 """(一) What virt-host-validate checks besides CPU and IOMMU (same levels: vhost-net and
 cgroups WARN, tun FAIL), the guide's packages, libvirt's default network and OVMF."""
+from __future__ import annotations
 
 import pytest
 

@@ -18,16 +18,15 @@ local`` and ``--guest vm`` (``--gpus`` narrows them). Ids name the model when sy
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
 from dbc_accept.facts import HostFacts
 from dbc_accept.guest.probe import ProbeRunner
 from dbc_accept.guest.profiles import profile
-from dbc_accept.guest.slots import Slot, expected_gpu_count, gpu_slots
+from dbc_accept.guest.slots import expected_gpu_count, gpu_slots
 
 # Time limits of the probes (seconds); the stress and VRAM ones add their own length.
 PROBE_TIMEOUT = {"torch_info": 120, "nvml": 60, "matmul": 300, "train": 300,
@@ -47,7 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--stress-seconds: give a positive number of seconds")
 
 
-SLOTS_KEY = pytest.StashKey[list[Slot] | None]()
+SLOTS_KEY = pytest.StashKey["list[Slot] | None"]()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -127,5 +126,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     here = Path(__file__).parent
     slots = [i for i, item in enumerate(items) if here in Path(item.path).parents]
     ordered = sorted((items[i] for i in slots), key=_stage)  # stable: file order kept within
-    for i, item in zip(slots, ordered, strict=True):
+    for i, item in zip(slots, ordered):
         items[i] = item

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -13,7 +12,7 @@ from dbc_accept.guest.slots import Slot, entry_of, inventory_gpu
 from dbc_accept.verdict import check, observe
 
 pytestmark = [pytest.mark.vm, pytest.mark.integration, pytest.mark.gpu]
-Probe = Callable[[str], dict[str, Any]]
+Probe = Callable[[str], "dict[str, Any]"]
 
 VRAM_FRACTION = 0.90  # of free memory the pattern test must cover
 LINK_SHARE = 0.80  # of the PCIe link's raw bandwidth host copies must reach

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
 from dbc_accept.verdict import check, observe
 
 pytestmark = [pytest.mark.vm, pytest.mark.integration, pytest.mark.gpu]
-Probe = Callable[[str], dict[str, Any]]
+Probe = Callable[[str], "dict[str, Any]"]
 
 DDP_TOLERANCE = 1e-3  # max |DDP param - single-GPU param| / max |param|
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -19,7 +18,7 @@ from dbc_accept.guest.slots import Slot, entry_of
 from dbc_accept.verdict import check, observe
 
 pytestmark = [pytest.mark.vm, pytest.mark.integration, pytest.mark.gpu, pytest.mark.slow]
-Probe = Callable[[str], dict[str, Any]]
+Probe = Callable[[str], "dict[str, Any]"]
 
 
 def doc_tol(entry: dict[str, Any]) -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -32,7 +31,7 @@ from dbc_accept.guest.slots import (
 from dbc_accept.verdict import check, observe, warn
 
 pytestmark = [pytest.mark.vm, pytest.mark.unit, pytest.mark.gpu]
-Probe = Callable[[str], dict[str, Any]]
+Probe = Callable[[str], "dict[str, Any]"]
 
 
 def test_gpu_count(request: pytest.FixtureRequest, guest: Any, guest_facts: HostFacts,

@@ -72,7 +72,7 @@ def _ratio(value: float | None) -> float | None:
 
 
 def _r(value: Any) -> float | None:
-    return round(float(value), 3) if isinstance(value, int | float) else None
+    return round(float(value), 3) if isinstance(value, (int, float)) else None
 
 
 def progress_line(r: dict[str, Any]) -> str:

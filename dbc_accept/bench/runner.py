@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 from dbc_accept.target import LocalTarget
 from dbc_accept.verdict import FactError
@@ -21,7 +21,7 @@ PROBE = Path(__file__).parent.parent / "probes" / "cnn_bench.py"
 PREFIX = "DBCBENCH "
 STDERR_TAIL = 4000
 
-Line = dict[str, Any]
+Line = Dict[str, Any]
 
 
 @dataclass

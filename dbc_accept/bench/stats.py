@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from itertools import pairwise
 
 # The measurement is cut into this many consecutive windows; the spread of their medians is
 # how much the run's figure would move had it measured only a part of the time. A window
@@ -34,7 +33,7 @@ def window_spread(times: list[float], windows: int = WINDOWS) -> float:
     if n < 2:
         return 0.0
     bounds = [round(i * len(times) / n) for i in range(n + 1)]
-    medians = [statistics.median(times[a:b]) for a, b in pairwise(bounds)]
+    medians = [statistics.median(times[a:b]) for a, b in zip(bounds, bounds[1:])]
     return statistics.pstdev(medians) / statistics.fmean(medians)
 
 

@@ -133,7 +133,9 @@ def gather_dbc_processes(target: Target) -> list[DbcProcess]:
         raw = read_optional_quiet(target, f"/proc/{pid}/cmdline") or ""
         argv = tuple(a for a in raw.split("\0") if a)
         exe = link_optional(target, f"/proc/{pid}/exe")
-        exe = exe.removesuffix(" (deleted)") if exe else os.path.normpath(argv[0] if argv else "")
+        if exe and exe.endswith(" (deleted)"):
+            exe = exe[: -len(" (deleted)")]
+        exe = exe or os.path.normpath(argv[0] if argv else "")
         found.append(DbcProcess(int(pid), exe, argv, role_of(argv)))
     return sorted(found, key=lambda p: p.pid)
 

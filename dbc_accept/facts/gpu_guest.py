@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ def parse_query_csv(text: str) -> list[dict[str, str]]:
         cells = [c.strip() for c in line.split(",")]
         if len(cells) != len(header):
             raise ValueError(f"{len(cells)} cells for {len(header)} fields: {line!r}")
-        rows.append(dict(zip(header, cells, strict=True)))
+        rows.append(dict(zip(header, cells)))
     return rows
 
 
@@ -345,7 +345,7 @@ def gather_kernel_log(target: Target) -> str:
 
 # --- the GPU model table ---------------------------------------------------------------------
 
-@cache
+@lru_cache(maxsize=None)
 def _model_table() -> dict[str, Any]:
     table: dict[str, Any] = json.loads((DATA_DIR / "gpu_models.json").read_text(encoding="utf-8"))
     return table

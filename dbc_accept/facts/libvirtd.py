@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import List, Union
 
 from dbc_accept.facts import link_optional, read, read_optional
 from dbc_accept.facts.system import gather_os_release
@@ -24,7 +25,7 @@ SERVICE = "libvirtd.service"
 DEFAULT_TCP_PORT = 16509
 WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/libvirtd.service"
 
-ConfValue = int | str | list[int | str]
+ConfValue = Union[int, str, List[Union[int, str]]]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _INT = re.compile(r"[+-]?\d+")

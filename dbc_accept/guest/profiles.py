@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ GIB = 1 << 30
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
-@cache
+@lru_cache(maxsize=None)
 def profiles() -> dict[str, dict[str, Any]]:
     text = (DATA_DIR / "profiles.json").read_text(encoding="utf-8")
     found: dict[str, dict[str, Any]] = json.loads(text)["profiles"]

@@ -16,9 +16,9 @@ import socket
 import stat
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from dbc_accept.guest import PassedGpu
 from dbc_accept.target import TIMEOUT_RC, CommandResult

@@ -8,6 +8,7 @@ warm-up and measurement budget. Every output line starts with ``DBCBENCH `` foll
 JSON object: one ``env`` line, one ``result`` line per run (every step's time kept), one
 ``done`` line. The host computes the statistics; this script only measures.
 """
+from __future__ import annotations
 
 import contextlib
 import gc

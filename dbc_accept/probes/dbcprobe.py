@@ -3,6 +3,7 @@
 Shipped next to every probe and imported by it. Runs on Python >= 3.8 with the standard
 library and, where asked for, torch (>= 1.9) and pynvml; nothing else.
 """
+from __future__ import annotations
 
 import json
 import os

@@ -3,6 +3,7 @@
 Errors: the relative Frobenius norm ||C - C64|| / ||C64||, and the worst element's error over
 the RMS of C64, with the float64 product computed once on the CPU from the same inputs.
 """
+from __future__ import annotations
 
 import argparse
 import os

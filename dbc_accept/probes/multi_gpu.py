@@ -2,6 +2,7 @@
 bandwidth per message size (nccl-tests' busbw = algbw x 2(n-1)/n); DDP training over all GPUs
 (one process per GPU) against the same training on one GPU.
 """
+from __future__ import annotations
 
 import argparse
 import datetime

@@ -1,4 +1,5 @@
 """Probe: does NVML answer? Through pynvml, or libnvidia-ml through ctypes where it is absent."""
+from __future__ import annotations
 
 import ctypes
 import os

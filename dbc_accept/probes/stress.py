@@ -5,6 +5,7 @@ cuBLAS gives bit-identical results for the same product on the same GPU and stre
 healthy GPU gives the same product every time. Elements that differ by more than ``tol``
 (relative, or NaN) are counted as errors; bit-level differences are counted apart.
 """
+from __future__ import annotations
 
 import argparse
 import os

@@ -1,4 +1,5 @@
 """Probe: the guest's python and kernel (stdlib only: proves that probes reach and run)."""
+from __future__ import annotations
 
 import os
 import platform

@@ -1,4 +1,5 @@
 """Probe: torch, CUDA and cuDNN versions and the CUDA devices torch sees."""
+from __future__ import annotations
 
 import os
 import platform

@@ -4,6 +4,7 @@ Every device starts from the same weights (built on the CPU from one seed) and s
 batches, so the loss curves of healthy GPUs agree; TF32 is off and cuDNN deterministic so
 that they agree closely.
 """
+from __future__ import annotations
 
 import argparse
 import os

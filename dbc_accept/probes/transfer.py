@@ -3,6 +3,7 @@ PCIe link generation and width sampled WHILE host-to-device copies run (idle lin
 
 Each figure is timed with CUDA events per copy after warm-up copies; median and spread.
 """
+from __future__ import annotations
 
 import argparse
 import os

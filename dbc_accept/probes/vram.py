@@ -5,6 +5,7 @@ its own index, then its complement), and seeded random data written then regener
 verify. GPUs are tested at once, one thread each. Errors are counted words that read back
 wrong.
 """
+from __future__ import annotations
 
 import argparse
 import os

@@ -2,6 +2,7 @@
 
 Fixtures add texts with :func:`attach` and secrets with :func:`add_secret`.
 """
+from __future__ import annotations
 
 from dbc_accept.report.attachments import attach
 from dbc_accept.report.redact import add_secret

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 MAX_CHARS = 200_000  # per attachment: a log tail, not a whole log
-ITEM_KEY = pytest.StashKey[list[tuple[str, str]]]()
-SESSION_KEY = pytest.StashKey[dict[str, str]]()
-SHIPPED_KEY = pytest.StashKey[dict[str, str]]()
+ITEM_KEY = pytest.StashKey["list[tuple[str, str]]"]()
+SESSION_KEY = pytest.StashKey["dict[str, str]"]()
+SHIPPED_KEY = pytest.StashKey["dict[str, str]"]()
 
 
 def attach(item_or_config: pytest.Item | pytest.Config, name: str, text: str) -> None:

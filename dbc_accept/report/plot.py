@@ -36,10 +36,10 @@ def bench_png(rows: list[dict[str, Any]]) -> bytes:
     ys = list(range(len(rows)))
     bars = [_bar(r) for r in rows]
     ax.barh(ys, [b[0] for b in bars], color=[b[1] for b in bars])
-    refs = [(y, float(r["reference_images_per_s"])) for y, r in zip(ys, rows, strict=True)
+    refs = [(y, float(r["reference_images_per_s"])) for y, r in zip(ys, rows)
             if r.get("reference_images_per_s")]
     singles = [(y, float(r["images_per_s_per_gpu"]) / float(r["scaling"]))
-               for y, r in zip(ys, rows, strict=True) if _is_ddp(r) and float(r["scaling"]) > 0]
+               for y, r in zip(ys, rows) if _is_ddp(r) and float(r["scaling"]) > 0]
     for marks, color, label in ((refs, "black", "reference"),
                                 (singles, SINGLE_MARK, "single-GPU figure (DDP rows)")):
         if marks:

@@ -41,7 +41,8 @@ def props(report: pytest.TestReport) -> dict[str, Any]:
 
 def _message(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
-        return str(report.longrepr[2]).removeprefix("Skipped: ")
+        text = str(report.longrepr[2])
+        return text[len("Skipped: "):] if text.startswith("Skipped: ") else text
     text = report.longreprtext or ""
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "\n[...]"
 

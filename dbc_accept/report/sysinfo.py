@@ -27,8 +27,7 @@ def gpu_info(target: Target) -> dict[str, Any]:
     for line in query.stdout.splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 5:
-            gpus.append(dict(zip(("index", "name", "driver", "memory", "bus_id"), parts,
-                                 strict=True)))
+            gpus.append(dict(zip(("index", "name", "driver", "memory", "bus_id"), parts)))
     head = target.run(["nvidia-smi"], timeout=20)
     cuda = re.search(r"CUDA Version:\s*([\d.]+)", head.stdout) if head.ok else None
     return {"gpus": gpus, "driver": gpus[0]["driver"] if gpus else "",

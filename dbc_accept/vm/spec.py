@@ -142,7 +142,8 @@ def _hex(value: Any, width: int, int_width: int | None = None) -> str:
     if isinstance(value, int):
         digits = int_width or width
         return f"{value:0{digits}x}"[:width]
-    text = str(value or "").lower().removeprefix("0x")
+    text = str(value or "").lower()
+    text = text[2:] if text.startswith("0x") else text
     return text[:width].rjust(width, "0") if text else ""
 
 
