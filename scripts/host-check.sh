@@ -1,40 +1,67 @@
 #!/usr/bin/env bash
-# Set up dbc-accept in ./.venv (once) and run the host stage: `pytest -m host`.
-# Extra arguments go to pytest (e.g. --hosts=ssh://root@node1, --snapshot DIR, -n auto).
+# Set up dbc-accept in ./.venv with the node's own python3 (3.8 or newer; Ubuntu 20.04 has 3.8,
+# 22.04 has 3.10) and run the host stage: `pytest -m host`. Installs no other Python. As root
+# it installs the Debian/Ubuntu packages that are missing (and says which); otherwise it names
+# them. PYTHON=/path/to/python3 picks another interpreter. Extra arguments go to pytest
+# (e.g. --hosts ssh://root@node1, --snapshot DIR, -n auto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=""
-for cand in python3.13 python3.12 python3.11 python3; do
-  if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    PY=$(command -v "$cand"); break
-  fi
-done
-if [ -z "$PY" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "dbc-accept: installing Python 3.11 (apt-get)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11 python3.11-venv >/dev/null
-  PY=$(command -v python3.11 || true)
+say() { echo "dbc-accept: $*" >&2; }
+
+PY=${PYTHON:-$(command -v python3 2>/dev/null || true)}
+if [ -z "$PY" ] || ! [ -x "$(command -v "$PY" 2>/dev/null || true)" ]; then
+  say "no python3 on this node: sudo apt-get install python3 python3-venv (install guide (一))"
+  exit 2
 fi
-if [ -z "$PY" ]; then
-  echo "dbc-accept: needs Python 3.11 or newer (Ubuntu 20.04: add the deadsnakes PPA, then apt-get install python3.11 python3.11-venv)" >&2
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 8))' 2>/dev/null; then
+  say "$PY is Python $("$PY" -c 'import platform; print(platform.python_version())' 2>/dev/null ||
+    echo '?'), 3.8 or newer is needed: run the node on Ubuntu 20.04 or 22.04 (install guide (一))"
   exit 2
 fi
 
-need_pkgs=()
-[ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && {
-  pkg-config --exists libvirt 2>/dev/null || need_pkgs+=(libvirt-dev pkg-config gcc)
-  "$PY" -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=("$(basename "$PY")-venv")
-  command -v xfs_info >/dev/null || need_pkgs+=(xfsprogs)
-}
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+# What building and running the package needs, by Debian/Ubuntu package name.
+missing=()
+system_python=0
+case "$(readlink -f "$(command -v "$PY")")" in /usr/bin/*) system_python=1 ;; esac
+if [ "$system_python" = 1 ]; then
+  "$PY" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  "$PY" -c 'import os, sys, sysconfig
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    2>/dev/null || missing+=(python3-dev)
+fi
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v pkg-config >/dev/null 2>&1 && ! pkg-config --exists libvirt 2>/dev/null &&
+  missing+=(libvirt-dev)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+command -v xfs_info >/dev/null 2>&1 || missing+=(xfsprogs)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]} (apt-get)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  else
+    say "missing packages: ${missing[*]}; install them: sudo apt-get install ${missing[*]}"
+    exit 2
+  fi
 fi
 
-stamp=.venv/.dbc-accept-installed
+# The venv (DBC_ACCEPT_VENV, default ./.venv) is made again only when python3 changed.
+VENV=${DBC_ACCEPT_VENV:-.venv}
+version() { "$1" -c 'import platform; print(platform.python_version())'; }
+if [ -x "$VENV/bin/python" ] && [ "$(version "$VENV/bin/python")" != "$(version "$PY")" ]; then
+  say "$VENV has Python $(version "$VENV/bin/python"), making it again with $(version "$PY")"
+  rm -rf "$VENV"
+fi
+stamp=$VENV/.dbc-accept-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$PY" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[libvirt]'
+  say "installing dbc-accept into $VENV with Python $(version "$PY") (once, about a minute)"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  export PIP_DISABLE_PIP_VERSION_CHECK=1
+  # Ubuntu 20.04's pip (20.0) cannot install a pyproject.toml project in place.
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q -e '.[libvirt]'
   touch "$stamp"
 fi
-exec .venv/bin/python -m pytest -m host "$@"
+exec "$VENV/bin/python" -m pytest -m host "$@"

@@ -41,5 +41,9 @@ step "lint and types"
 .venv/bin/ruff check .
 .venv/bin/mypy
 
+step "the node's own Pythons: 3.8 (Ubuntu 20.04) and 3.10 (22.04)"
+scripts/selftest-pythons.sh 3.8 3.10
+
 step "pytest selftests"
-exec .venv/bin/python -m pytest selftests -q "$@"
+# -rs: every skipped selftest with its reason, above the closing count.
+exec .venv/bin/python -m pytest selftests -q -rs "$@"

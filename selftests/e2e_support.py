@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
+from selftests import prereq
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "qemu+tcp://localhost:16509/system"
@@ -31,9 +31,7 @@ DECOY_PREFIX = "dbcacc-e2e-decoy-"
 
 def unavailable(reason: str) -> None:
     """Skip, or fail under CI: there the end-to-end tests must run."""
-    if os.environ.get("CI"):
-        pytest.fail(f"end-to-end prerequisite missing under CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+    prereq.unavailable(reason)
 
 
 @dataclass(frozen=True)

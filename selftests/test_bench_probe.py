@@ -17,6 +17,7 @@ from dbc_accept.bench.profiles import RunSpec, profile
 from dbc_accept.bench.runner import PROBE, parse_line, run_probe
 from dbc_accept.bench.stats import summarize
 from dbc_accept.guest import LocalGuest
+from selftests.prereq import PY38, unavailable
 
 pytestmark = pytest.mark.unit
 
@@ -248,11 +249,9 @@ def test_parse_line_ignores_other_output() -> None:
     assert parse_line("DBCBENCH {not json") is None
 
 
-PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
-
-
-@pytest.mark.skipif(not PY38.exists(), reason=f"no Python 3.8 at {PY38} to check the probe with")
 def test_probe_starts_on_python_38_and_says_torch_is_missing(tmp_path: Path) -> None:
+    if not PY38.is_file():
+        unavailable(f"no Python 3.8 at {PY38} to check the probe with")
     import json
     import subprocess
 

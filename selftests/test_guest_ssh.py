@@ -25,11 +25,11 @@ from dbc_accept.guest.ssh import (
     parse_ssh_url,
     redact,
 )
+from selftests.prereq import unavailable
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(SSHD) or os.geteuid() != 0,
-    reason="needs OpenSSH's sshd and root (sshd changes user)")
+if not os.path.exists(SSHD) or os.geteuid() != 0:
+    unavailable("needs OpenSSH's sshd and root (sshd changes user)", module=True)
 
 
 # Kills the nearest sshd ancestor (this connection's session process), then waits.

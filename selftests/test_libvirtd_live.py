@@ -17,6 +17,7 @@ from dbc_accept.facts.libvirtconn import METADATA_NS, gather_libvirt
 from dbc_accept.facts.listeners import gather_listeners, on_port
 from dbc_accept.options import DEFAULT_URI
 from dbc_accept.target import LocalTarget
+from selftests.prereq import unavailable
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
 
@@ -27,8 +28,8 @@ def _daemon_up() -> bool:
         return sock.connect_ex(("127.0.0.1", 16509)) == 0
 
 
-pytestmark = pytest.mark.skipif(not _daemon_up(), reason="no libvirtd on 127.0.0.1:16509 "
-                                "(start it as .ci/run does)")
+if not _daemon_up():
+    unavailable("no libvirtd on 127.0.0.1:16509 (start it as .ci/run does)", module=True)
 PREFIX = "dbc-accept-selftest-hostb-"
 
 

@@ -48,11 +48,11 @@ from dbc_accept.facts.sysctl import (
 from dbc_accept.snapshot import SnapshotTarget
 from dbc_accept.target import NOT_FOUND_RC, CommandResult, LocalTarget
 from dbc_accept.verdict import FactError
+from selftests.prereq import PY38, unavailable
 
 DATA = Path(__file__).parent / "data"
 INTEL = SnapshotTarget(DATA / "snapshots" / "intel-2204-4gpu")
 AMD = SnapshotTarget(DATA / "snapshots" / "amd-2004-1gpu")
-PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
 
 
 def text(name: str) -> str:
@@ -142,8 +142,8 @@ def test_kvm_probe_on_this_machine() -> None:
 
 
 def test_kvm_probe_runs_on_python_3_8() -> None:
-    if not os.path.exists(PY38):
-        pytest.skip(f"{PY38} is not installed here")
+    if not PY38.is_file():
+        unavailable(f"{PY38} is not installed here")
     out = subprocess.run([PY38, "-c", KVM_PROBE], capture_output=True, text=True, check=True)
     assert parse_kvm_probe(out.stdout).exists == os.path.exists("/dev/kvm")
 

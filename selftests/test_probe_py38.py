@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from dbc_accept.guest.probe import PROBES_DIR
+from selftests.prereq import PY38, unavailable
 
-PY38 = Path(os.environ.get("DBC_PY38", "/root/.pyenv/versions/3.8.18/bin/python3.8"))
-pytestmark = pytest.mark.skipif(not PY38.is_file(), reason=f"{PY38} is not installed here")
+if not PY38.is_file():
+    unavailable(f"{PY38} is not installed here", module=True)
 # The in-guest test probes (the benchmark's take a plan file and are tested with it).
 GUEST_PROBES = ("sysinfo", "nvml", "torch_info", "matmul", "train", "transfer", "vram",
                 "stress", "multi_gpu")

@@ -27,6 +27,7 @@ import pytest
 from dbc_accept.facts.registry import all_gatherers
 from dbc_accept.target import LocalTarget, Target, TestinfraTarget
 from dbc_accept.verdict import FactError
+from selftests.prereq import unavailable
 
 pytest_plugins = ["pytester"]
 
@@ -64,9 +65,9 @@ def _keygen(path: Path) -> None:
 @pytest.fixture(scope="module")
 def sshd() -> Iterator[Sshd]:
     if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
-        pytest.skip("needs openssh-server and openssh-client (apt-get install openssh-server)")
+        unavailable("needs openssh-server and openssh-client (apt-get install openssh-server)")
     if os.geteuid() != 0:
-        pytest.skip("sshd for the remote selftests must be started as root")
+        unavailable("sshd for the remote selftests must be started as root")
     folder = Path(tempfile.mkdtemp(prefix="dbc-accept-sshd-"))
     for name in ("host", "root", "nobody"):
         _keygen(folder / name)

@@ -28,6 +28,7 @@ from dbc_accept.vm.errors import StorageError, VmRefused
 from dbc_accept.vm.lifecycle import TestVm
 from dbc_accept.vm.spec import VmSpec, domain_name, new_run_id, volume_name
 from dbc_accept.vm.storage import create_overlay, delete_overlay, transient_pool_name
+from selftests.prereq import unavailable
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
 
@@ -52,11 +53,11 @@ def _qemu_img(*args: str) -> str:
 @pytest.fixture(scope="module")
 def conn() -> Iterator[Any]:
     if shutil.which("qemu-img") is None:
-        pytest.skip("qemu-img is not installed (apt-get install qemu-utils)")
+        unavailable("qemu-img is not installed (apt-get install qemu-utils)")
     try:
         c = libvirt.open(URI)
     except libvirt.libvirtError as exc:
-        pytest.skip(f"no libvirtd at {URI}: {exc.get_error_message()}")
+        unavailable(f"no libvirtd at {URI}: {exc.get_error_message()}")
     yield c
     c.close()
 
@@ -190,7 +191,7 @@ def test_create_and_teardown_a_real_domain(conn: Any, templates: dict[str, Path]
                                            network: str, workdir: Path, decoys: Any,
                                            uefi: bool, record_property: Any) -> None:
     if uefi and not list(Path("/usr/share/qemu/firmware").glob("*.json")):
-        pytest.skip("no UEFI firmware for qemu here (apt-get install ovmf)")
+        unavailable("no UEFI firmware for qemu here (apt-get install ovmf)")
     vm = TestVm(_spec(templates["1g"], network, workdir, uefi=uefi))
     sha = _sha256(templates["1g"])
     vm.create()
