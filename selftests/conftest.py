@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 pytest_plugins = ["pytester"]
 
 # The selftests that need a running libvirtd, a booted VM, or torch. `DBC_SELFTEST_PORTABLE=1`
@@ -15,4 +17,19 @@ NEEDS_SERVICES = [
     "test_vm_libvirtd.py",  # libvirtd and qemu
     "test_vm_e2e.py",  # a VM booted under qemu
 ]
-collect_ignore = NEEDS_SERVICES if os.environ.get("DBC_SELFTEST_PORTABLE") else []
+PORTABLE = bool(os.environ.get("DBC_SELFTEST_PORTABLE"))
+collect_ignore = NEEDS_SERVICES if PORTABLE else []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Older hypothesis (Python 3.8) warns that its pytest plugin is off (addopts turns it off).
+    config.addinivalue_line("filterwarnings",
+                            "ignore:Slow code in plugin")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not PORTABLE:
+        return
+    kept = [i for i in items if i.get_closest_marker("needs_torch") is None]
+    config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+    items[:] = kept

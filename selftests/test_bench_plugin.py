@@ -99,6 +99,7 @@ def test_fake_h200_run_judges_each_model(pytester: pytest.Pytester) -> None:
     assert "bench.spread" not in out  # steady steps: no WARN
 
 
+@pytest.mark.needs_torch
 def test_real_probe_without_a_gpu_skips_saying_so(pytester: pytest.Pytester) -> None:
     setup(pytester)
     result = pytester.runpytest_inprocess(

@@ -207,7 +207,7 @@ def listen_broadcast(node_id: str, seconds: float, port: int = BROADCAST_PORT,
             sock.settimeout(left)
             try:
                 data, sender = sock.recvfrom(65535)
-            except TimeoutError:
+            except socket.timeout:  # TimeoutError from Python 3.10 on, an OSError before
                 break
             try:
                 message = parse_broadcast(data)
@@ -281,11 +281,11 @@ def ask_client(url: str, node_id: str, timeout: float = CLIENT_TIMEOUT) -> Clien
     except urllib.error.HTTPError as exc:  # the DBC client answers errors as JSON too
         said = parse_client_answer(exc.read(), node_id)
         return ClientAnswer(False, f"HTTP {exc.code}: {said.said}")
-    except TimeoutError:
+    except socket.timeout:
         return ClientAnswer(False, f"no answer within {timeout:g} s")
     except urllib.error.URLError as exc:
         reason = exc.reason
-        if isinstance(reason, TimeoutError):
+        if isinstance(reason, socket.timeout):
             return ClientAnswer(False, f"no answer within {timeout:g} s")
         return ClientAnswer(False, f"cannot connect: {reason}")
     except OSError as exc:
