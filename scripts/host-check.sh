@@ -60,8 +60,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   export PIP_DISABLE_PIP_VERSION_CHECK=1
   # Ubuntu 20.04's pip (20.0) cannot install a pyproject.toml project in place.
-  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q -e '.[libvirt]'
+  log=$VENV/install.log
+  if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+    "$VENV/bin/python" -m pip install -q -e '.[libvirt]'; } >"$log" 2>&1; then
+    cat "$log" >&2
+    say "installing into $VENV failed (the log above is in $log)"
+    exit 1
+  fi
   touch "$stamp"
 fi
 exec "$VENV/bin/python" -m pytest -m host "$@"
