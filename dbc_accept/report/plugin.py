@@ -208,10 +208,16 @@ class ReportWriter:
     def __init__(self, config: pytest.Config, state: ReportState) -> None:
         self.config = config
         self.state = state
+        # Per test, the phase report that pytest-html 4.1 shows as the test's row (the call,
+        # or a setup that did not pass); 4.2 and later gather extras from every phase.
+        self._shown: dict[str, pytest.TestReport] = {}
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         _system_info(session, self.state)
 
+    # tryfirst: the extras must be on a report before pytest-html reads the test's reports,
+    # which it does in its own logreport hook for the teardown phase.
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         state = self.state
         result = state.results.setdefault(report.nodeid, TestResult(report.nodeid))
@@ -221,8 +227,10 @@ class ReportWriter:
                                  for n, t in p.get("dbc_session_attachments", []))
         if p.get("dbc_guest_env"):
             state.info["guest"] = p["dbc_guest_env"]
-        if report.when == "teardown":  # pytest-html shows every phase's extras with the test
-            _add_extras(report, result, state.redactor)
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            self._shown[report.nodeid] = report
+        elif report.when == "teardown":  # the result is complete only now
+            _add_extras(self._shown.pop(report.nodeid, report), result, state.redactor)
 
     @pytest.hookimpl(optionalhook=True)  # pytest-html may be disabled (-p no:html)
     def pytest_html_results_table_row(self, report: pytest.TestReport,
