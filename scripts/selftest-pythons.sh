@@ -31,6 +31,8 @@ for version in "${@:-3.8 3.10}"; do
         --no-report -q | tail -n 1
     done
     "$venv/bin/python" -m pip install -q -e '.[dev,libvirt]'
-    DBC_SELFTEST_PORTABLE=1 "$venv/bin/python" -m pytest selftests -q -rs -p no:cacheprovider
+    # Two workers, one file each: half of the wall time is waiting (subprocesses, sockets).
+    DBC_SELFTEST_PORTABLE=1 "$venv/bin/python" -m pytest selftests -q -rs -p no:cacheprovider \
+      -n 2 --dist loadfile
   done
 done
