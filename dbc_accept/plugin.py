@@ -14,7 +14,7 @@ import pytest
 
 from dbc_accept.facts import HostFacts
 from dbc_accept.options import add_options
-from dbc_accept.snapshot import SnapshotError, SnapshotTarget
+from dbc_accept.snapshot import REFUSED_EXIT, SnapshotError, SnapshotRefused, SnapshotTarget
 from dbc_accept.target import LocalTarget, Target, TestinfraTarget
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
 
@@ -55,6 +55,8 @@ def _targets(config: pytest.Config) -> list[Target]:
     if snapshot:
         try:
             return [SnapshotTarget(snapshot)]
+        except SnapshotRefused as exc:  # an unsafe snapshot: one line, its own exit status
+            pytest.exit(f"--snapshot {snapshot}: {exc}", returncode=REFUSED_EXIT)
         except SnapshotError as exc:
             raise pytest.UsageError(f"--snapshot {snapshot}: {exc}") from None
     hosts = _testinfra_hosts(config)

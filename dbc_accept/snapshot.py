@@ -113,6 +113,15 @@ class SnapshotError(Exception):
     """The folder is not a snapshot this version can replay."""
 
 
+class SnapshotRefused(SnapshotError):
+    """The snapshot tries to reach outside itself, or holds a file over the size cap."""
+
+
+# Exit status of a run refused because its snapshot is unsafe (distinct from pytest's 0-5).
+REFUSED_EXIT = 7
+MAX_READ = 16 * 1024 * 1024  # bytes one read of a snapshot file may return
+
+
 def command_slug(argv: Sequence[str]) -> str:
     """The file name (without ``.json``) under which a command's result is kept."""
     shown = redact_argv(argv[:3])  # a secret among the first words must not name the file
@@ -146,6 +155,7 @@ class SnapshotTarget:
         self.root = Path(root)
         self.meta = load_meta(self.root)
         self.name = f"snapshot:{self.meta.get('hostname') or self.root.name}"
+        self._fs_real = check_contained(self.root)
 
     def _fs(self, path: str) -> Path:
         if not path.startswith("/") or os.path.basename(path) == LISTING_FILE:
@@ -156,44 +166,28 @@ class SnapshotTarget:
         """The file in the snapshot for a host path, its links followed inside the snapshot."""
         if not path.startswith("/"):
             raise FileNotFoundError(path)
-        return self.root / "fs" / self._real_path(path, 0).lstrip("/")
+        local = self.root / "fs" / _real_path(self.root / "fs", path).lstrip("/")
+        return self._contained(local, path)
 
-    def _real_path(self, path: str, hops: int) -> str:
-        """``path`` with the snapshot's links resolved, walked one name at a time.
-
-        So the operating system never follows a link of the snapshot: an absolute one would
-        lead out of it, onto the machine that replays it.
-        """
-        fs = self.root / "fs"
-        resolved = "/"
-        for part in [p for p in path.split("/") if p and p != "."]:
-            if part == "..":
-                resolved = os.path.dirname(resolved)
-                continue
-            here = os.path.join(resolved, part)
-            local = fs / here.lstrip("/")
-            if hops < MAX_HOPS and local.is_symlink():
-                hops += 1
-                dest = os.path.normpath(os.path.join(resolved, os.readlink(local)))
-                resolved = self._real_path(dest, hops)
-            else:
-                resolved = here
-        return resolved
+    def _contained(self, local: Path, path: str) -> Path:
+        """``local`` when its real path lies inside ``fs/``; SnapshotRefused otherwise."""
+        real = os.path.realpath(local)
+        if _outside(real, self._fs_real):
+            raise SnapshotRefused(f"{path} leads out of the snapshot (to {real}); refused")
+        return local
 
     def read_text(self, path: str) -> str:
         self._fs(path)  # refuses relative paths and the listing file
         local = self._resolve(path)
         if local.is_dir():
             raise IsADirectoryError(path)
-        try:
-            return local.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            raise FileNotFoundError(path) from None
+        return _read_capped(local, path)
 
     def read_link(self, path: str) -> str:
         self._fs(path)  # refuses relative paths and the listing file
         parent = self._resolve(os.path.dirname(path))
         local = parent / os.path.basename(path)
+        self._contained(parent, path)
         if parent.is_file():
             raise NotADirectoryError(path)
         if not local.is_symlink():
@@ -212,7 +206,7 @@ class SnapshotTarget:
             raise FileNotFoundError(path) from None
         if LISTING_FILE in names:  # the listing as captured, whatever else was read
             try:
-                listed = json.loads((local / LISTING_FILE).read_text(encoding="utf-8"))
+                listed = json.loads(_read_capped(local / LISTING_FILE, path))
             except (OSError, ValueError) as exc:
                 raise OSError(f"{path}: unreadable {LISTING_FILE}: {exc}") from None
             return sorted(str(name) for name in listed)
@@ -221,7 +215,7 @@ class SnapshotTarget:
     def run(self, argv: Sequence[str], timeout: float = 30.0) -> CommandResult:
         record = self.root / "cmd" / f"{command_slug(argv)}.json"
         try:
-            data = json.loads(record.read_text(encoding="utf-8"))
+            data = json.loads(_read_capped(record, " ".join(argv)))
         except FileNotFoundError:
             return CommandResult(tuple(argv), NOT_FOUND_RC, "",
                                  f"{argv[0]}: not in snapshot {self.root}")
@@ -231,3 +225,70 @@ class SnapshotTarget:
             tuple(argv), int(data.get("rc", NOT_FOUND_RC)),
             str(data.get("stdout", "")), str(data.get("stderr", "")),
         )
+
+
+def _real_path(fs: Path, path: str, hops: int = 0) -> str:
+    """``path`` with the snapshot's links resolved, walked one name at a time.
+
+    So the operating system never follows a link of the snapshot: an absolute one would
+    lead out of it, onto the machine that replays it. More than :data:`MAX_HOPS` links on
+    one path is refused (the kernel would say ELOOP), never handed to the OS.
+    """
+    resolved = "/"
+    for part in [p for p in path.split("/") if p and p != "."]:
+        if part == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        here = os.path.join(resolved, part)
+        local = fs / here.lstrip("/")
+        if local.is_symlink():
+            hops += 1
+            if hops > MAX_HOPS:
+                raise SnapshotRefused(
+                    f"{path}: more than {MAX_HOPS} symbolic links in a row; refused")
+            dest = os.path.normpath(os.path.join(resolved, os.readlink(local)))
+            resolved = _real_path(fs, dest, hops)
+        else:
+            resolved = here
+    return resolved
+
+
+def _read_capped(local: Path, shown: str) -> str:
+    """A snapshot file's text; SnapshotRefused when it is larger than :data:`MAX_READ`."""
+    try:
+        with open(local, "rb") as fh:
+            data = fh.read(MAX_READ + 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(shown) from None
+    if len(data) > MAX_READ:
+        raise SnapshotRefused(f"{shown}: larger than {MAX_READ // (1024 * 1024)} MiB; refused")
+    return data.decode("utf-8", errors="replace")
+
+
+def _outside(real: str, fs_real: str) -> bool:
+    return real != fs_real and not real.startswith(fs_real + os.sep)
+
+
+def check_contained(root: Path) -> str:
+    """Refuse a snapshot that reaches outside itself; the real path of its ``fs/``.
+
+    ``DIR/fs`` must be a real folder (not a link), every link under it must resolve inside
+    it within :data:`MAX_HOPS` hops, and no file may be larger than :data:`MAX_READ`.
+    """
+    fs = root / "fs"
+    if fs.is_symlink():
+        raise SnapshotRefused(f"{fs} is a symbolic link; a snapshot's fs/ must be a folder")
+    fs_real = os.path.realpath(fs)
+    for top in (fs, root / "cmd"):
+        for folder, dirs, files in os.walk(top):
+            for name in dirs + files:
+                local = Path(folder, name)
+                shown = "/" + str(local.relative_to(fs)) if top == fs else str(local)
+                if top == fs and local.is_symlink():
+                    real = os.path.realpath(fs / _real_path(fs, shown).lstrip("/"))
+                    if _outside(real, fs_real):
+                        raise SnapshotRefused(f"{shown} leads out of the snapshot; refused")
+                elif local.is_file() and local.stat().st_size > MAX_READ:
+                    raise SnapshotRefused(
+                        f"{shown}: larger than {MAX_READ // (1024 * 1024)} MiB; refused")
+    return fs_real
