@@ -11,9 +11,9 @@ it behaves like a command that is not installed (rc 127). A captured folder list
 kept in ``<folder>/.dbc-listing`` (a JSON list of names), so that the folder lists the
 same names on replay even where an entry's content was not captured.
 
-Secrets never enter a snapshot: the value of any key that names a secret (see
-:data:`SECRET_KEY`) is replaced by ``redacted:sha256:<hex digest of the value>``
-(:data:`REDACTED_PREFIX`), which keeps that it is present and lets a backup be compared.
+Secrets never enter a snapshot: the writer keeps only what :mod:`dbc_accept.secrecy`
+allows of each file. A snapshot is untrusted input: every path read resolves inside its
+``fs/`` or is refused (:class:`SnapshotRefused`, exit status :data:`REFUSED_EXIT`).
 """
 
 from __future__ import annotations
@@ -26,89 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dbc_accept.secrecy import snapshot_argv
 from dbc_accept.target import NOT_FOUND_RC, CommandResult
 
 FORMAT = 1
 MAX_HOPS = 40  # symbolic links followed on one path, as the kernel allows
 META_FILE = "snapshot.json"
 LISTING_FILE = ".dbc-listing"
-# A redacted value: this prefix, then the sha256 hex digest of the value. Parsers of
-# files that hold secrets (node.dat) must accept it and take the digest as the value's.
-REDACTED_PREFIX = "redacted:sha256:"
-# Keys whose values are secrets: node.dat's node_private_key and priv_key, passwords,
-# tokens. "priv" counts only as a word of its own (not in kernel.unprivileged_bpf...).
-SECRET_KEY = re.compile(
-    r"password|passwd|passphrase|secret|token|private[_.-]?key|(?:^|[_.-])priv(?:[_.-]|key|$)",
-    re.IGNORECASE,
-)
-# key = value, key: value, KEY="value", --key=value (a line, an argv word, an env entry)
-_ASSIGNMENT = re.compile(
-    r"""^(?P<head>\s*[#;]?\s*(?:export\s+)?-{0,2}(?P<key>[A-Za-z0-9_.-]+)\s*[=:]\s*)
-        (?P<quote>["']?)(?P<value>.*?)(?P=quote)(?P<tail>\s*[,;]?\s*)$""",
-    re.VERBOSE,
-)
-
-
-def redacted(value: str) -> str:
-    """The marker that stands for a secret value."""
-    return REDACTED_PREFIX + hashlib.sha256(value.encode()).hexdigest()
-
-
-# The same inside a line: key=value or key: value, and "--secret-flag VALUE".
-_INLINE = re.compile(
-    r"""(?P<head>(?P<key>[A-Za-z0-9_.-]+)(?:=|:[ \t]*)(?P<quote>["']?))
-        (?P<value>[^\s"',;]+)""",
-    re.VERBOSE,
-)
-_FLAG_VALUE = re.compile(r"(?P<head>(?P<key>--?[A-Za-z0-9_.-]+)[ \t]+)(?P<value>[^\s-]\S*)")
-
-
-def _replace(match: re.Match[str]) -> str:
-    value = match["value"]
-    if not SECRET_KEY.search(match["key"]) or value.startswith(REDACTED_PREFIX):
-        return match[0]
-    return f"{match['head']}{redacted(value)}"
-
-
-def _redact_word(word: str) -> str:
-    match = _ASSIGNMENT.match(word)
-    if match and SECRET_KEY.search(match["key"]) and match["value"]:
-        if match["value"].startswith(REDACTED_PREFIX):
-            return word
-        q = match["quote"]
-        return f"{match['head']}{q}{redacted(match['value'])}{q}{match['tail']}"
-    return _FLAG_VALUE.sub(_replace, _INLINE.sub(_replace, word))
-
-
-def redact_argv(argv: Sequence[str]) -> list[str]:
-    """A command line with its secret values (``--password=X``, ``--token X``) redacted."""
-    words = list(argv)
-    if not words:
-        return words
-    return redact_text("\0".join([*words, ""])).split("\0")[:-1]
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the value of every secret-named key replaced by its marker.
-
-    Works line by line and on NUL-separated words (``/proc/PID/cmdline``, ``environ``);
-    ``--password VALUE`` (the value as the next word) is redacted too.
-    """
-    sep = "\0" if "\0" in text else "\n"
-    words = text.split(sep)
-    out = []
-    secret_next = False
-    for word in words:
-        if secret_next and word and not word.startswith("-"):
-            out.append(redacted(word))
-            secret_next = False
-            continue
-        secret_next = sep == "\0" and word.startswith("-") and "=" not in word and bool(
-            SECRET_KEY.search(word))
-        out.append(_redact_word(word))
-    return sep.join(out)
-
-
 class SnapshotError(Exception):
     """The folder is not a snapshot this version can replay."""
 
@@ -124,7 +48,9 @@ MAX_READ = 16 * 1024 * 1024  # bytes one read of a snapshot file may return
 
 def command_slug(argv: Sequence[str]) -> str:
     """The file name (without ``.json``) under which a command's result is kept."""
-    shown = redact_argv(argv[:3])  # a secret among the first words must not name the file
+    # A secret among the first words must not name the file. Word by word only: the names
+    # of the commands of earlier snapshots stay the same.
+    shown = snapshot_argv(argv[:3], inline=False)
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(shown))[:48].strip("_")
     digest = hashlib.sha256(json.dumps(list(argv)).encode()).hexdigest()[:10]
     return f"{readable}-{digest}"
@@ -156,6 +82,15 @@ class SnapshotTarget:
         self.meta = load_meta(self.root)
         self.name = f"snapshot:{self.meta.get('hostname') or self.root.name}"
         self._fs_real = check_contained(self.root)
+
+    @property
+    def hmac_key(self) -> bytes | None:
+        """The key of this snapshot's keyed hashes (None: an older, sha256 snapshot)."""
+        raw = self.meta.get("hmac_key")
+        try:
+            return bytes.fromhex(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return None
 
     def _fs(self, path: str) -> Path:
         if not path.startswith("/") or os.path.basename(path) == LISTING_FILE:
