@@ -81,6 +81,11 @@ def _targets(args: argparse.Namespace) -> list[Target]:
         import testinfra
     except ImportError:
         raise UsageError("--hosts needs pytest-testinfra: pip install pytest-testinfra") from None
+    from dbc_accept.secrecy import url_password_error
+
+    refused = url_password_error("--hosts", args.hosts)
+    if refused:
+        raise UsageError(refused)
     names = [h.strip() for h in (args.hosts or "").split(",") if h.strip()] or ["ansible://all"]
     try:
         hosts = testinfra.get_hosts(

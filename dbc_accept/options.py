@@ -51,8 +51,11 @@ def add_options(parser: pytest.Parser) -> None:
                 metavar="SECONDS", help="time for the test VM to reach SSH (default: 300)")
     g.addoption("--vm-user", dest="dbc_vm_user", default="dbc",
                 help="guest user (default: dbc)")
+    g.addoption("--vm-password-file", dest="dbc_vm_password_file", default=None,
+                metavar="PATH", help="file holding the guest password (or set DBC_VM_PASSWORD)")
     g.addoption("--vm-password", dest="dbc_vm_password", default=None,
-                help="guest password (or set DBC_VM_PASSWORD); never logged")
+                help="guest password on the command line (visible in the process list: "
+                     "prefer --vm-password-file or DBC_VM_PASSWORD); masked in reports")
     g.addoption("--vm-key", dest="dbc_vm_key", default=None, metavar="PATH",
                 help="private key for the guest user")
     g.addoption("--keep-vm", dest="dbc_keep_vm", action="store_true",

@@ -14,6 +14,7 @@ import pytest
 
 from dbc_accept.facts import HostFacts
 from dbc_accept.options import add_options
+from dbc_accept.secrecy import url_password_error
 from dbc_accept.snapshot import REFUSED_EXIT, SnapshotError, SnapshotRefused, SnapshotTarget
 from dbc_accept.target import LocalTarget, Target, TestinfraTarget
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
@@ -92,6 +93,9 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
         return []
     import testinfra  # imported here: costs start-up time only when remote hosts are asked for
 
+    refused = url_password_error("--hosts", spec)
+    if refused:
+        raise pytest.UsageError(refused)
     names = [h.strip() for h in (spec or "").split(",") if h.strip()] or ["ansible://all"]
     kwargs = {
         "ansible_inventory": inventory,

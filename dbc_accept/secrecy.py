@@ -253,16 +253,40 @@ def snapshot_argv(argv: Sequence[str], inline: bool = True) -> list[str]:
     return out
 
 
+def url_password_error(option: str, spec: str | None) -> str | None:
+    """One line refusing a password inside ``--hosts``-style URLs, naming the safer forms."""
+    import urllib.parse
+
+    for part in (p.strip() for p in (spec or "").split(",")):
+        try:
+            password = urllib.parse.urlsplit(part).password if "://" in part else None
+        except ValueError:
+            password = None
+        if password is not None:
+            return (f"{option} {mask_url(part)}: a password in the URL is refused (it would "
+                    "show in the process list through sshpass and in saved arguments); log "
+                    "in with a key instead: --ssh-identity-file PATH, an ssh-agent, or "
+                    "--ssh-config with IdentityFile")
+    return None
+
+
 # --- the report renderer -------------------------------------------------------------------
+
+def mask_values(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with each of ``secrets`` (any length) replaced by ``***``."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
 
 def mask_url(text: str) -> str:
     """``scheme://user:PASSWORD@host`` -> ``scheme://user:***@host``."""
     return _URL_CREDS.sub(lambda m: f"{m['head']}:{MASK}@", text)
 
 
-_KEYVAL = re.compile(
-    r"(?P<key>[A-Za-z0-9_.-]+)(?P<sep>(?:\\?[\"']|&quot;|&#34;|&#x27;|&#39;)?\s*[=:]\s*"
-    r"(?:\\?[\"']|&quot;|&#34;|&#x27;|&#39;)?)(?P<value>[^\s\"'<>&\\,;]+)")
+_QUOTE = r"(?:\\?(?:[\"']|&(?:amp;)?(?:quot|#34|#x27|#39);))?"
+_KEYVAL = re.compile(rf"(?P<key>[A-Za-z0-9_.-]+)(?P<sep>{_QUOTE}\s*[=:]\s*{_QUOTE})"
+                     r"(?P<value>[^\s\"'<>&\\,;]+)")
 
 
 def mask_keyvals(text: str) -> str:
@@ -272,7 +296,14 @@ def mask_keyvals(text: str) -> str:
             return m[0]
         return f"{m['key']}{m['sep']}{MASK}"
 
-    return _KEYVAL.sub(one, PEM.sub("[private key]", text))
+    def flag(m: re.Match[str]) -> str:
+        name = m["key"]
+        if not secret_name(name) or name.endswith(("-file", "-env")) or m["value"].startswith(
+                "(") or m["value"].lower() in _HARMLESS:
+            return m[0]
+        return m[0][: m.start("value") - m.start()] + MASK
+
+    return _FLAG.sub(flag, _KEYVAL.sub(one, PEM.sub("[private key]", text)))
 
 
 def mask_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> list[str]:

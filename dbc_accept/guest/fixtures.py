@@ -10,7 +10,6 @@ anything is created. The test VM's domain XML, console tail and what happened to
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Generator, Iterator
@@ -63,11 +62,12 @@ def parse_guest(value: str, default_user: str) -> GuestPlan:
         return GuestPlan(text, default_user)
     if text.startswith("ssh://"):
         from dbc_accept.guest.ssh import parse_ssh_url
+        from dbc_accept.secrecy import mask_url
 
         try:
             user, host, port = parse_ssh_url(text)
         except ValueError as exc:
-            shown = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", value)  # never echo a password
+            shown = mask_url(value)  # never echo a password
             raise pytest.UsageError(f"--guest {shown}: {exc}") from None
         return GuestPlan("ssh", user or default_user, host, port)
     raise pytest.UsageError(
@@ -121,6 +121,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if plan.mode == "local":
         return
     _need_file("--vm-key", config.getoption("dbc_vm_key"))
+    _need_file("--vm-password-file", config.getoption("dbc_vm_password_file"))
     if plan.mode == "vm":
         for opt in ("image", "kernel", "initrd"):
             _need_file(f"--vm-{opt}", config.getoption(f"dbc_vm_{opt}"))
@@ -171,10 +172,24 @@ def _vm_plan(config: pytest.Config) -> VmPlan:
     return VmPlan(spec, functions)
 
 
+def _password_file(config: pytest.Config) -> str | None:
+    """The first line of --vm-password-file (a usage error when it cannot be read)."""
+    path = config.getoption("dbc_vm_password_file")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n") or None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise pytest.UsageError(f"--vm-password-file {path}: cannot read it ({exc}); give "
+                                "a readable file holding the password") from None
+
+
 def _credentials(config: pytest.Config, user: str) -> Credentials:
     from dbc_accept.guest.ssh import Credentials
 
-    password = config.getoption("dbc_vm_password") or os.environ.get(PASSWORD_ENV) or None
+    password = (config.getoption("dbc_vm_password") or _password_file(config)
+                or os.environ.get(PASSWORD_ENV) or None)
     return Credentials(user, password=password, key_path=config.getoption("dbc_vm_key"))
 
 

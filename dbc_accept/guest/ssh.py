@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from dbc_accept.guest import PassedGpu
+from dbc_accept.secrecy import mask_url, mask_values
 from dbc_accept.target import TIMEOUT_RC, CommandResult
 
 if TYPE_CHECKING:
@@ -71,11 +72,8 @@ class Credentials:
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every secret (and a URL's password) replaced by ``***``."""
+    return mask_url(mask_values(text, secrets))
 
 
 class HostKeyPin:

@@ -49,6 +49,10 @@ class Redactor:
         if secret and len(secret.strip()) >= MIN_SECRET:
             self._secrets.add(secret.strip())
 
+    def secrets(self) -> list[str]:
+        """Every value this run keeps out of its artifacts."""
+        return sorted(self._secrets | set(known_secrets()))
+
     def _variants(self) -> list[str]:
         out: set[str] = set()
         for s in self._secrets | set(known_secrets()):
@@ -103,7 +107,8 @@ def run_redactor(config: pytest.Config) -> Redactor:
     pw_file = getattr(config.option, "dbc_vm_password_file", None)
     if pw_file:
         with contextlib.suppress(OSError):
-            r.add(Path(pw_file).read_text(encoding="utf-8", errors="replace").strip())
+            r.add((Path(pw_file).read_text(encoding="utf-8", errors="replace").splitlines()
+                   or [""])[0])
     key = config.getoption("dbc_vm_key")
     if key:  # an unreadable key file is the guest fixture's error to report
         with contextlib.suppress(OSError):
