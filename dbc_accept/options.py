@@ -58,6 +58,13 @@ def add_options(parser: pytest.Parser) -> None:
                      "prefer --vm-password-file or DBC_VM_PASSWORD); masked in reports")
     g.addoption("--vm-key", dest="dbc_vm_key", default=None, metavar="PATH",
                 help="private key for the guest user")
+    g.addoption("--vm-known-hosts", dest="dbc_vm_known_hosts", default=None, metavar="PATH",
+                help="known_hosts file whose keys an ssh:// guest must present "
+                     "(default: ~/.ssh/known_hosts)")
+    g.addoption("--vm-accept-new-host-key", dest="dbc_vm_accept_new_host_key",
+                action="store_true",
+                help="trust the first host key seen for this run when it is not known (the "
+                     "ssh:// guest not in known_hosts, or a test VM without a guest agent)")
     g.addoption("--keep-vm", dest="dbc_keep_vm", action="store_true",
                 help="keep the test VM after the run (prints how to remove it)")
     g.addoption("--guest", dest="dbc_guest", default="vm",

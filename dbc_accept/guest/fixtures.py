@@ -226,11 +226,23 @@ def _local_guest() -> Iterator[Guest]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _host_key_pin(config: pytest.Config) -> Any:
+    """The host keys an ssh:// guest may present (a usage error for an unreadable file)."""
+    from dbc_accept.guest.hostkeys import HostKeyError, HostKeyPin, default_known_hosts
+
+    path = config.getoption("dbc_vm_known_hosts") or default_known_hosts()
+    try:
+        return HostKeyPin(path, accept_new=bool(config.getoption("dbc_vm_accept_new_host_key")))
+    except HostKeyError as exc:
+        raise pytest.UsageError(f"--vm-known-hosts: {exc}") from None
+
+
 def _ssh_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
     from dbc_accept.guest.ssh import GuestError, SshGuest
     from dbc_accept.remedies import remedy_for
 
-    ssh = SshGuest(plan.host, plan.port, _credentials(config, plan.user))
+    ssh = SshGuest(plan.host, plan.port, _credentials(config, plan.user),
+                   pin=_host_key_pin(config))
     try:
         ssh.connect()
     except GuestError as exc:
@@ -256,6 +268,7 @@ def _vm_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
         with vm_guest(spec, _credentials(config, plan.user),
                       boot_timeout=float(opt("dbc_vm_boot_timeout")),
                       keep=bool(opt("dbc_keep_vm")), record=record,
+                      accept_new_host_key=bool(opt("dbc_vm_accept_new_host_key")),
                       pci_functions=vm_plan.pci_functions,
                       console_dir=_console_dir()) as ssh:
             config.stash[DOMAIN_XML_KEY] = record.domain_xml
