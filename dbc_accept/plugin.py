@@ -14,7 +14,7 @@ import pytest
 
 from dbc_accept.facts import HostFacts
 from dbc_accept.options import add_options
-from dbc_accept.secrecy import url_password_error
+from dbc_accept.secrecy import paramiko_host_key_warning, url_password_error
 from dbc_accept.snapshot import REFUSED_EXIT, SnapshotError, SnapshotRefused, SnapshotTarget
 from dbc_accept.target import LocalTarget, Target, TestinfraTarget
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
@@ -96,6 +96,9 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
     refused = url_password_error("--hosts", spec)
     if refused:
         raise pytest.UsageError(refused)
+    lax = paramiko_host_key_warning(spec)
+    if lax:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(lax), stacklevel=2)
     names = [h.strip() for h in (spec or "").split(",") if h.strip()] or ["ansible://all"]
     kwargs = {
         "ansible_inventory": inventory,

@@ -270,6 +270,15 @@ def url_password_error(option: str, spec: str | None) -> str | None:
     return None
 
 
+def paramiko_host_key_warning(spec: str | None) -> str | None:
+    """What ``--hosts paramiko://`` means for host keys (testinfra accepts unknown ones)."""
+    if not any(p.strip().startswith("paramiko://") for p in (spec or "").split(",")):
+        return None
+    return ("--hosts paramiko://: testinfra's paramiko backend accepts a host key it does not "
+            "know (it only warns), so another machine could answer; prefer ssh://, which uses "
+            "OpenSSH and refuses a key not in ~/.ssh/known_hosts")
+
+
 # --- the report renderer -------------------------------------------------------------------
 
 def mask_values(text: str, secrets: Iterable[str | None]) -> str:

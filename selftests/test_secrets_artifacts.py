@@ -174,3 +174,11 @@ def only_folder_any(out: Path) -> Path:
     folders = list(out.iterdir())
     assert len(folders) == 1, folders
     return folders[0]
+
+
+def test_paramiko_hosts_are_warned_about_host_keys(pytester: pytest.Pytester) -> None:
+    setup(pytester)
+    result = pytester.runpytest_subprocess("tests_host", "--no-report",
+                                           "--hosts", "paramiko://127.0.0.1:1")
+    out = result.stdout.str() + result.stderr.str()
+    assert "accepts a host key it does not know" in out and "prefer ssh://" in out, out
