@@ -101,7 +101,7 @@ class SnapshotTarget:
         """The file in the snapshot for a host path, its links followed inside the snapshot."""
         if not path.startswith("/"):
             raise FileNotFoundError(path)
-        local = self.root / "fs" / _real_path(self.root / "fs", path).lstrip("/")
+        local = self.root / "fs" / _inside_path(self.root / "fs", path).lstrip("/")
         return self._contained(local, path)
 
     def _contained(self, local: Path, path: str) -> Path:
@@ -182,13 +182,20 @@ def _real_path(fs: Path, path: str, hops: int = 0) -> str:
         if local.is_symlink():
             hops += 1
             if hops > MAX_HOPS:
-                raise SnapshotRefused(
-                    f"{path}: more than {MAX_HOPS} symbolic links in a row; refused")
+                raise SnapshotRefused(f"more than {MAX_HOPS} symbolic links in a row; refused")
             dest = os.path.normpath(os.path.join(resolved, os.readlink(local)))
             resolved = _real_path(fs, dest, hops)
         else:
             resolved = here
     return resolved
+
+
+def _inside_path(fs: Path, path: str) -> str:
+    """:func:`_real_path`, its refusal naming ``path``."""
+    try:
+        return _real_path(fs, path)
+    except SnapshotRefused as exc:
+        raise SnapshotRefused(f"{path}: {exc}") from None
 
 
 def _read_capped(local: Path, shown: str) -> str:
@@ -223,7 +230,7 @@ def check_contained(root: Path) -> str:
                 local = Path(folder, name)
                 shown = "/" + str(local.relative_to(fs)) if top == fs else str(local)
                 if top == fs and local.is_symlink():
-                    real = os.path.realpath(fs / _real_path(fs, shown).lstrip("/"))
+                    real = os.path.realpath(fs / _inside_path(fs, shown).lstrip("/"))
                     if _outside(real, fs_real):
                         raise SnapshotRefused(f"{shown} leads out of the snapshot; refused")
                 elif local.is_file() and local.stat().st_size > MAX_READ:
