@@ -39,12 +39,13 @@ def _snapshot(tmp_path: Path) -> Path:
 
 
 def _chain(snap: Path, start: str, end: str) -> None:
-    """``start`` -> /l1 -> /l2 ... -> /l<MAX_HOPS+1> -> ``end`` (absolute, on the host)."""
+    """``start`` -> /l1 -> ... -> /l<MAX_HOPS> -> ``end`` (absolute, on the host): the link
+    past the limit is the one that leads out, as in the attack the review found."""
     fs = snap / "fs"
     os.symlink("/l1", fs / start.lstrip("/"))
-    for n in range(1, MAX_HOPS + 1):
+    for n in range(1, MAX_HOPS):
         os.symlink(f"/l{n + 1}", fs / f"l{n}")
-    os.symlink(end, fs / f"l{MAX_HOPS + 1}")
+    os.symlink(end, fs / f"l{MAX_HOPS}")
 
 
 def test_a_link_chain_longer_than_the_limit_is_refused(tmp_path: Path) -> None:
