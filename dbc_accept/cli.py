@@ -81,6 +81,14 @@ def _targets(args: argparse.Namespace) -> list[Target]:
         import testinfra
     except ImportError:
         raise UsageError("--hosts needs pytest-testinfra: pip install pytest-testinfra") from None
+    from dbc_accept.secrecy import paramiko_host_key_warning, url_password_error
+
+    refused = url_password_error("--hosts", args.hosts)
+    if refused:
+        raise UsageError(refused)
+    lax = paramiko_host_key_warning(args.hosts)
+    if lax:
+        print(f"warning: {lax}", file=sys.stderr)
     names = [h.strip() for h in (args.hosts or "").split(",") if h.strip()] or ["ansible://all"]
     try:
         hosts = testinfra.get_hosts(

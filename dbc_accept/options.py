@@ -51,10 +51,20 @@ def add_options(parser: pytest.Parser) -> None:
                 metavar="SECONDS", help="time for the test VM to reach SSH (default: 300)")
     g.addoption("--vm-user", dest="dbc_vm_user", default="dbc",
                 help="guest user (default: dbc)")
+    g.addoption("--vm-password-file", dest="dbc_vm_password_file", default=None,
+                metavar="PATH", help="file holding the guest password (or set DBC_VM_PASSWORD)")
     g.addoption("--vm-password", dest="dbc_vm_password", default=None,
-                help="guest password (or set DBC_VM_PASSWORD); never logged")
+                help="guest password on the command line (visible in the process list: "
+                     "prefer --vm-password-file or DBC_VM_PASSWORD); masked in reports")
     g.addoption("--vm-key", dest="dbc_vm_key", default=None, metavar="PATH",
                 help="private key for the guest user")
+    g.addoption("--vm-known-hosts", dest="dbc_vm_known_hosts", default=None, metavar="PATH",
+                help="known_hosts file whose keys an ssh:// guest must present "
+                     "(default: ~/.ssh/known_hosts)")
+    g.addoption("--vm-accept-new-host-key", dest="dbc_vm_accept_new_host_key",
+                action="store_true",
+                help="trust the first host key seen for this run when it is not known (the "
+                     "ssh:// guest not in known_hosts, or a test VM without a guest agent)")
     g.addoption("--keep-vm", dest="dbc_keep_vm", action="store_true",
                 help="keep the test VM after the run (prints how to remove it)")
     g.addoption("--guest", dest="dbc_guest", default="vm",

@@ -14,7 +14,8 @@ import pytest
 
 from dbc_accept.facts import HostFacts
 from dbc_accept.options import add_options
-from dbc_accept.snapshot import SnapshotError, SnapshotTarget
+from dbc_accept.secrecy import paramiko_host_key_warning, url_password_error
+from dbc_accept.snapshot import REFUSED_EXIT, SnapshotError, SnapshotRefused, SnapshotTarget
 from dbc_accept.target import LocalTarget, Target, TestinfraTarget
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
 
@@ -55,6 +56,8 @@ def _targets(config: pytest.Config) -> list[Target]:
     if snapshot:
         try:
             return [SnapshotTarget(snapshot)]
+        except SnapshotRefused as exc:  # an unsafe snapshot: one line, its own exit status
+            pytest.exit(f"--snapshot {snapshot}: {exc}", returncode=REFUSED_EXIT)
         except SnapshotError as exc:
             raise pytest.UsageError(f"--snapshot {snapshot}: {exc}") from None
     hosts = _testinfra_hosts(config)
@@ -90,6 +93,12 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
         return []
     import testinfra  # imported here: costs start-up time only when remote hosts are asked for
 
+    refused = url_password_error("--hosts", spec)
+    if refused:
+        raise pytest.UsageError(refused)
+    lax = paramiko_host_key_warning(spec)
+    if lax:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(lax), stacklevel=2)
     names = [h.strip() for h in (spec or "").split(",") if h.strip()] or ["ansible://all"]
     kwargs = {
         "ansible_inventory": inventory,

@@ -3,7 +3,8 @@
 :class:`RecordingTarget` wraps any target (this machine, a testinfra host) and keeps every
 file, link, folder listing and command result it hands out. :func:`capture` runs every
 registered gatherer once through it; :meth:`RecordingTarget.write` lays the records out as
-described in :mod:`dbc_accept.snapshot`, with secrets redacted. What failed to read (missing,
+described in :mod:`dbc_accept.snapshot`, each file through its allow-list
+(:mod:`dbc_accept.secrecy`). What failed to read (missing,
 unreadable) is not kept, so it reads as missing on replay.
 """
 
@@ -18,13 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dbc_accept.secrecy import new_key, register_node_dat, scrub_lines, snapshot_argv, snapshot_text
 from dbc_accept.snapshot import (
     FORMAT,
     LISTING_FILE,
     META_FILE,
     command_slug,
-    redact_argv,
-    redact_text,
 )
 from dbc_accept.target import CommandResult, Target
 from dbc_accept.verdict import FactError
@@ -116,6 +116,10 @@ class RecordingTarget:
     def write(self, root: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> Path:
         """Write the records as a format-1 snapshot under ``root`` (which must be empty)."""
         top = Path(root)
+        key = new_key()  # the keyed hashes of this snapshot (kept in snapshot.json)
+        for path, text in self.files.items():  # known before anything is written
+            if path.endswith("/node.dat"):
+                register_node_dat(text)
         fs = top / "fs"
         fs.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.listings):  # links first: later paths are placed through them
@@ -133,16 +137,17 @@ class RecordingTarget:
             # whether every file is a link would cost a round trip each on a remote host.
             local = _inside(fs, self._place(path, final=path in self.links))
             local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_text(redact_text(text), encoding="utf-8")
+            local.write_text(snapshot_text(path, text, key), encoding="utf-8")
         cmd = top / "cmd"
         cmd.mkdir(exist_ok=True)
         for argv, result in sorted(self.commands.items()):
-            record = {"argv": redact_argv(argv), "rc": result.rc,
-                      "stdout": redact_text(result.stdout), "stderr": redact_text(result.stderr)}
+            record = {"argv": snapshot_argv(argv), "rc": result.rc,
+                      "stdout": scrub_lines(result.stdout), "stderr": scrub_lines(result.stderr)}
             (cmd / f"{command_slug(argv)}.json").write_text(
                 json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         (top / META_FILE).write_text(
-            json.dumps(self._meta(meta), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            json.dumps({**self._meta(meta), "hmac_key": key.hex()}, indent=2, sort_keys=True)
+            + "\n", encoding="utf-8")
         return top
 
     def _meta(self, extra: dict[str, Any] | None) -> dict[str, Any]:

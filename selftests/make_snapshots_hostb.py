@@ -11,17 +11,19 @@ redaction markers, as a captured snapshot does; selftests/data/hostb/node.dat is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbc_accept.facts.dbcnode import redact_node_dat
+from dbc_accept.facts.dbcnode import PRIVATE_KEYS
 from dbc_accept.facts.images import HEADER_BYTES
 from dbc_accept.facts.libvirtconn import PROBE
 from dbc_accept.facts.libvirtd import SOCKETS
 from dbc_accept.facts.storage import WRITE_PROBE
 from dbc_accept.options import DEFAULT_URI
+from dbc_accept.secrecy import SHA256_PREFIX
 from dbc_accept.snapshot import command_slug
 
 HERE = Path(__file__).parent
@@ -188,6 +190,19 @@ def write_virt(root: Path, node: NodeB) -> None:
         write(root, f"/usr/share/OVMF/{name}", "")
 
 
+def sha256_marked(text: str) -> str:
+    """node.dat as the first format-1 writers kept it (``redacted:sha256:``), which readers
+    still accept: these stored snapshots keep testing that."""
+    out = []
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if eq and key.strip() in PRIVATE_KEYS and value.strip():
+            digest = hashlib.sha256(value.strip().encode()).hexdigest()
+            line = f"{key.strip()}={SHA256_PREFIX}{digest}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def write_dbc(root: Path) -> None:
     pid = f"/proc/{DBC_PID}"
     write(root, f"{pid}/comm", "dbc\n")
@@ -196,7 +211,7 @@ def write_dbc(root: Path) -> None:
     link(root, f"{pid}/exe", f"{DBC_DIR}/dbc")
     write(root, f"{DBC_DIR}/dbc", "")
     write(root, f"{DBC_DIR}/conf/core.conf", (DATA / "core.conf.mining").read_text())
-    write(root, f"{DBC_DIR}/dat/node.dat", redact_node_dat((DATA / "node.dat").read_text()))
+    write(root, f"{DBC_DIR}/dat/node.dat", sha256_marked((DATA / "node.dat").read_text()))
     write(root, "/proc/net/tcp", proc_net_tcp([
         ("127.0.0.53", 53), ("0.0.0.0", 22), ("127.0.0.1", 16509), ("0.0.0.0", 5001),
         ("127.0.0.1", 5002)]))

@@ -16,13 +16,8 @@ import pytest
 from dbc_accept.cli import main
 from dbc_accept.facts import dbcnode, registry
 from dbc_accept.recording import RecordingTarget, capture
-from dbc_accept.snapshot import (
-    LISTING_FILE,
-    REDACTED_PREFIX,
-    SnapshotTarget,
-    command_slug,
-    redact_text,
-)
+from dbc_accept.secrecy import HMAC_PREFIX, SHA256_PREFIX, hmac_digest, snapshot_text
+from dbc_accept.snapshot import LISTING_FILE, SnapshotTarget, command_slug
 from dbc_accept.target import LocalTarget, Target
 from selftests.test_remote_target import PATHS, VOLATILE, outcomes
 
@@ -129,22 +124,27 @@ SECRETS = ["5JpXTaPrivateKeyOfTheNode", "b3c1PrivKeyLegacyValue", "hunter2-libvi
            "tok-9f8e7d6c", "s3cr3t-monitor", "pw-in-argv-1234"]
 
 
-def test_redaction_keeps_what_the_checks_need() -> None:
-    text = ("node_id=2gfpp3MAB\nnode_private_key=K1\npriv_key = K2\npub_key=P\n"
-            'kernel.unprivileged_bpf_disabled = 1\nauth_tcp = "none"\n#password = "x"\n')
-    out = redact_text(text).splitlines()
-    assert out[0] == "node_id=2gfpp3MAB" and out[3] == "pub_key=P"
-    assert out[1] == f"node_private_key={REDACTED_PREFIX}{hashlib.sha256(b'K1').hexdigest()}"
-    assert out[2].startswith(f"priv_key = {REDACTED_PREFIX}")
-    assert out[4:6] == ["kernel.unprivileged_bpf_disabled = 1", 'auth_tcp = "none"']
-    assert out[6].startswith(f'#password = "{REDACTED_PREFIX}') and out[6].endswith('"')
-    assert redact_text(redact_text(text)) == redact_text(text)
+def test_snapshot_allow_list_keeps_what_the_checks_need() -> None:
+    key = b"k" * 32
+    dat = snapshot_text("/d/dat/node.dat",
+                        "node_id=2gfpp3MAB\nnode_private_key=K1\npriv_key = K2\npub_key=P\n"
+                        "# note\nwallet=abc\n", key).splitlines()
+    assert dat[0] == "node_id=2gfpp3MAB" and dat[3] == "pub_key=P"
+    assert dat[1] == f"node_private_key={HMAC_PREFIX}{hmac_digest(key, 'K1')}"
+    assert dat[2] == f"priv_key={HMAC_PREFIX}{hmac_digest(key, 'K2')}"
+    assert dat[4:] == ["", ""]  # dropped, line numbers kept
+    sysctl = snapshot_text("/etc/sysctl.conf", "net.ipv4.ip_forward = 1\n#password = x\n", key)
+    assert sysctl == "net.ipv4.ip_forward = 1\n\n"
 
 
 def test_node_dat_parser_reads_the_marker() -> None:
     raw = "node_id=2gfpp3MAB\nnode_private_key=K1\npriv_key=K2\n"
-    assert dbcnode.REDACTED == REDACTED_PREFIX  # one marker for the writer and the parser
-    assert dbcnode.parse_node_dat(redact_text(raw)) == dbcnode.parse_node_dat(raw)
+    key = b"s" * 32
+    kept = snapshot_text("/d/dat/node.dat", raw, key)
+    assert dbcnode.parse_node_dat(kept) == dbcnode.parse_node_dat(raw, key)
+    # a snapshot of the first format-1 writers (unkeyed sha256) still reads
+    old = raw.replace("=K1", f"={SHA256_PREFIX}{hashlib.sha256(b'K1').hexdigest()}")
+    assert dbcnode.parse_node_dat(old).key_digests == dbcnode.parse_node_dat(raw).key_digests
 
 
 def _plant(tmp_path: Path) -> Path:
@@ -186,18 +186,20 @@ def test_a_snapshot_never_holds_a_secret(tmp_path: Path, capsys: pytest.CaptureF
     assert not leaks
     kept = tmp_path / "snap" / "fs" / str(folder).lstrip("/")
     node_dat = (kept / "dat" / "node.dat").read_text()
-    digest = hashlib.sha256(SECRETS[0].encode()).hexdigest()
-    assert f"node_private_key={REDACTED_PREFIX}{digest}" in node_dat
+    snap_key = SnapshotTarget(tmp_path / "snap").hmac_key
+    assert snap_key is not None
+    digest = hmac_digest(snap_key, SECRETS[0])
+    assert f"node_private_key={HMAC_PREFIX}{digest}" in node_dat
     assert "node_id=2gfpp3MAB4Aa" in node_dat and "pub_key=02abc" in node_dat
     # the replayed node.dat still has its key, comparable with a backup
     dat = dbcnode.gather_node_dat(SnapshotTarget(tmp_path / "snap"), str(folder))
     assert dat.key_digests["node_private_key"] == digest
     assert "miner_monitor_server=10.0.0.9:5006" in (kept / "conf" / "core.conf").read_text()
     kept_cmdline = (tmp_path / "snap" / "fs" / str(cmdline).lstrip("/")).read_text()
-    assert kept_cmdline.split("\0")[:2] == ["/usr/bin/app", "--password"]
-    assert SnapshotTarget(tmp_path / "snap").run(argv).stdout.startswith("--password redacted:")
+    assert kept_cmdline.split("\0")[:4] == ["/usr/bin/app", "--password", "", "-v"]
+    assert SnapshotTarget(tmp_path / "snap").run(argv).stdout == "\n"  # the line held one
     record = json.loads((tmp_path / "snap" / "cmd" / f"{command_slug(argv)}.json").read_text())
-    assert record["argv"][:2] == ["echo", "--password"] and record["rc"] == 0
+    assert record["argv"] == ["echo", "--password", "", "db_password="] and record["rc"] == 0
 
 
 # --- the whole machine ----------------------------------------------------------------------

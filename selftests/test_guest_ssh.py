@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dbc_accept.guest import Guest
+from dbc_accept.guest.hostkeys import host_id
 from dbc_accept.guest.ssh import (
     Credentials,
     GuestAuthError,
@@ -105,6 +106,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 
 def _guest(sshd: Sshd, pin: HostKeyPin | None = None, **kw: object) -> SshGuest:
     creds = Credentials("root", key_path=str(sshd.client_key))
+    pin = pin or HostKeyPin(accept_new=True)  # these tests are about the session, not the key
     return SshGuest("127.0.0.1", sshd.port, creds, pin=pin, connect_timeout=5, **kw)  # type: ignore[arg-type]
 
 
@@ -190,14 +192,15 @@ def test_wrong_key_fails_clearly_without_secret(sshd: Sshd, tmp_path: Path) -> N
     other = _keygen(tmp_path / "other")
     creds = Credentials("root", password="s3cret-pass", key_path=str(other))
     with pytest.raises(GuestAuthError) as err:
-        SshGuest("127.0.0.1", sshd.port, creds, connect_timeout=5).connect()
+        SshGuest("127.0.0.1", sshd.port, creds, pin=HostKeyPin(accept_new=True),
+                 connect_timeout=5).connect()
     assert "authentication as root" in str(err.value)
     assert "s3cret-pass" not in str(err.value)
     assert "s3cret-pass" not in repr(creds)
 
 
 def test_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
-    pin = HostKeyPin()
+    pin = HostKeyPin(accept_new=True)
     _guest(sshd, pin).connect().close()  # pins the first key seen
     _guest(sshd, pin).connect().close()  # same key: fine
     sshd.stop()
@@ -215,6 +218,43 @@ def test_known_hosts_without_the_key_is_refused(sshd: Sshd, tmp_path: Path) -> N
     known.write_text("")
     with pytest.raises(HostKeyChanged, match="not in"):
         _guest(sshd, HostKeyPin(str(known))).connect()
+
+
+def test_an_unknown_key_is_refused_unless_accepted(sshd: Sshd, tmp_path: Path) -> None:
+    known = tmp_path / "empty_known_hosts"
+    with pytest.raises(HostKeyChanged, match=r"unknown ssh-ed25519 host key.*"
+                                             r"--vm-accept-new-host-key"):
+        _guest(sshd, HostKeyPin(str(known))).connect()
+    _guest(sshd, HostKeyPin(str(known), accept_new=True)).connect().close()
+    assert not known.exists()  # nothing is written to the user's file
+
+
+def _pub_line(sshd: Sshd, name: str) -> str:
+    return Path(f"{sshd.dir / name}.pub").read_text().strip()
+
+
+@pytest.mark.parametrize("how", ["known_hosts", "guest agent"])
+def test_a_second_server_answering_with_another_key_gets_no_password(
+        sshd: Sshd, tmp_path: Path, how: str) -> None:
+    name = host_id("127.0.0.1", sshd.port)
+    if how == "known_hosts":
+        known = tmp_path / "known_hosts"
+        known.write_text(f"{name} {_pub_line(sshd, 'host1')}\n")
+        pin = HostKeyPin(str(known))
+    else:  # the test VM: the key read through the guest agent is pinned before login
+        pin = HostKeyPin()
+        assert pin.trust(name, [_pub_line(sshd, "host1") + " root@guest"]) == 1
+    _guest(sshd, pin).connect().close()  # the real machine: accepted
+    sshd.stop()
+    try:  # another machine answers first on the same address, with a key of its own
+        sshd.start(_keygen(tmp_path / "impostor"))
+        creds = Credentials("root", password="pw-for-the-real-guest-only")
+        with pytest.raises(HostKeyChanged) as err:
+            SshGuest("127.0.0.1", sshd.port, creds, pin=pin, connect_timeout=5).connect()
+        assert "pw-for-the-real-guest-only" not in str(err.value)
+    finally:
+        sshd.stop()
+        sshd.start(sshd.dir / "host1")
 
 
 def test_unreachable_port_fails_fast(tmp_path: Path) -> None:

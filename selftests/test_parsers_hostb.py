@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbc_accept.facts.dbcnode import (
-    REDACTED,
     parse_core_conf,
     parse_node_dat,
     redact_node_dat,
@@ -42,7 +41,7 @@ from dbc_accept.facts.virt import (
     parse_dpkg_status,
     parse_proc_cgroups,
 )
-from dbc_accept.snapshot import redact_text
+from dbc_accept.secrecy import HMAC_PREFIX, snapshot_text
 
 DATA = Path(__file__).parent / "data" / "hostb"
 
@@ -203,10 +202,12 @@ def test_node_dat_and_redaction() -> None:
     dat = parse_node_dat(raw)
     key = raw.split("node_private_key=")[1].strip()
     assert dat.key_digests == {"node_private_key": hashlib.sha256(key.encode()).hexdigest()}
-    redacted = redact_node_dat(raw)
-    assert key not in redacted and REDACTED in redacted
-    assert parse_node_dat(redacted) == dat  # a snapshot compares with a backup as well
-    assert redact_text(raw) == redacted  # the snapshot capture's scrub agrees
+    snap_key = b"k" * 32
+    redacted = redact_node_dat(raw, snap_key)
+    assert key not in redacted and HMAC_PREFIX in redacted
+    # a snapshot compares with a backup hashed under the snapshot's key
+    assert parse_node_dat(redacted) == parse_node_dat(raw, snap_key)
+    assert snapshot_text("/x/dat/node.dat", raw, snap_key) == redacted  # the capture agrees
     old = parse_node_dat(text("node.dat.old-format"))
     assert set(old.key_digests) == {"node_private_key", "priv_key"}
     with pytest.raises(ValueError, match="node_id"):

@@ -97,6 +97,7 @@ def test_happy_path_runs_in_guest_checks_and_tears_down(
     assert "PASSED tests_vm/test_unit_guest.py::test_guest_python" in out, out
     assert "\nERROR " not in out.split("short test summary info")[-1], out
     assert "login by run key (guest agent)" in out, out
+    assert "key(s) of the VM read through the guest agent and pinned" in out, out
     assert "torn down: domain dbc-accept-" in out, out
     assert "PROBLEM" not in out, out
 
@@ -139,9 +140,10 @@ def test_guest_destroyed_mid_test(img: CiImage, tmp_path: Path, after_run: list[
 
 
 def test_wrong_password(img: CiImage, tmp_path: Path, after_run: list[Run]) -> None:
-    # With the guest agent masked the run key cannot be set: the password must do.
+    # With the guest agent masked the run key cannot be set: the password must do. Nor can
+    # the VM's host key be read, so logging in at all needs the explicit opt-in.
     cmdline = f"{img.cmdline} systemd.mask=qemu-guest-agent.service"
-    run = _run(img, tmp_path, CHECKS, cmdline=cmdline,
+    run = _run(img, tmp_path, CHECKS, "--vm-accept-new-host-key", cmdline=cmdline,
                env={"DBC_VM_PASSWORD": "not-the-password"})
     after_run.append(run)
     out = run.wait(BOOT_LIMIT).out
@@ -149,6 +151,18 @@ def test_wrong_password(img: CiImage, tmp_path: Path, after_run: list[Run]) -> N
     assert "authentication as dbc with password failed" in out, out
     assert "--vm-password" in out, out  # the fix
     assert "not-the-password" not in out
+
+
+def test_no_guest_agent_means_no_login(img: CiImage, tmp_path: Path,
+                                      after_run: list[Run]) -> None:
+    cmdline = f"{img.cmdline} systemd.mask=qemu-guest-agent.service"
+    run = _run(img, tmp_path, CHECKS, cmdline=cmdline, boot_timeout=60,
+               env={"DBC_VM_PASSWORD": "pw-never-offered"})
+    after_run.append(run)
+    out = run.wait(BOOT_LIMIT).out
+    assert run.rc == 1, out
+    assert "could not be read through the qemu guest agent, so no login was tried" in out, out
+    assert "--vm-accept-new-host-key" in out and "pw-never-offered" not in out, out
 
 
 def test_missing_template_is_a_usage_error(img: CiImage, tmp_path: Path,

@@ -67,7 +67,12 @@ def run_probe(guest: Any, plan: dict[str, Any], on_line: Callable[[Line], None],
               timeout: float) -> ProbeRun:
     """Run ``plan`` in the guest; call ``on_line`` for each line as it arrives (if it can)."""
     start = time.monotonic()
-    remote_dir = f"{getattr(guest, 'workdir', '/tmp/dbc-accept-guest')}/probes"
+    from dbc_accept.guest import guest_workdir
+
+    try:
+        remote_dir = f"{guest_workdir(guest)}/probes"
+    except OSError as exc:
+        raise FactError("the guest's work folder", str(exc), verb="find") from None
     remote_probe = f"{remote_dir}/cnn_bench.py"
     remote_plan = f"{remote_dir}/cnn_bench_plan.json"
     made = guest.run(["mkdir", "-p", remote_dir])

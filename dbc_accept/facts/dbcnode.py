@@ -16,14 +16,19 @@ import re
 from dataclasses import dataclass
 
 from dbc_accept.facts import link_optional, list_optional, read, read_optional
-from dbc_accept.snapshot import REDACTED_PREFIX
+from dbc_accept.secrecy import (
+    HMAC_PREFIX,
+    NODE_DAT_PRIVATE,
+    SHA256_PREFIX,
+    hmac_digest,
+    register_node_dat,
+    snapshot_text,
+)
 from dbc_accept.target import Target
 from dbc_accept.verdict import FactError
 
 PROGRAM = "dbc"
-PRIVATE_KEYS = ("node_private_key", "priv_key")
-# A snapshot keeps a private key as this marker: present, and comparable with a backup.
-REDACTED = REDACTED_PREFIX
+PRIVATE_KEYS = NODE_DAT_PRIVATE
 # The program's own defaults when core.conf leaves a port out (ConfManager::ParseConf);
 # the installer writes 5001 and 5002 and asks for ports in 5000-5100.
 PORT_DEFAULTS = {"net_listen_port": 5001, "http_port": 5050}
@@ -62,7 +67,7 @@ class CoreConf:
 @dataclass(frozen=True)
 class NodeDat:
     node_id: str
-    key_digests: dict[str, str]  # private key name -> sha256 of its value
+    key_digests: dict[str, str]  # private key name -> sha256 (or snapshot's HMAC) of its value
 
 
 def role_of(argv: tuple[str, ...]) -> str:
@@ -82,7 +87,9 @@ def parse_config_lines(text: str, source: str = "config") -> dict[str, list[str]
         key, eq, value = line.partition("=")
         key = key.strip()
         if not eq or not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
-            raise ValueError(f"{source} line {number}: expected key=value, got {raw.strip()!r}")
+            # The line itself is never quoted: in node.dat it may be a private key.
+            raise ValueError(f"{source} line {number}: expected key=value (the line is not "
+                             "shown: it may hold a secret)")
         values.setdefault(key, []).append(value.strip())
     return values
 
@@ -94,33 +101,34 @@ def parse_core_conf(text: str) -> CoreConf:
     return conf
 
 
-def key_digest(value: str) -> str:
-    """sha256 of a private key, or the one a redaction marker carries."""
-    if value.startswith(REDACTED):
-        return value[len(REDACTED):]
+def key_digest(value: str, key: bytes | None = None) -> str:
+    """The digest of a private key: the one a snapshot's marker carries, else HMAC-SHA256
+    under ``key`` (a snapshot's, to compare a backup with it), else sha256."""
+    for prefix in (HMAC_PREFIX, SHA256_PREFIX):
+        if value.startswith(prefix):
+            return value[len(prefix):]
+    if key is not None:
+        return hmac_digest(key, value)
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def parse_node_dat(text: str) -> NodeDat:
+def parse_node_dat(text: str, key: bytes | None = None) -> NodeDat:
+    """node.dat's id and key digests; its secrets are registered before anything else."""
+    register_node_dat(text)
     values = parse_config_lines(text, "node.dat")
     node_id = (values.get("node_id") or [""])[-1]
     if not node_id:
         raise ValueError("no node_id")
-    digests = {k: key_digest(values[k][-1]) for k in PRIVATE_KEYS if values.get(k, [""])[-1]}
+    digests = {k: key_digest(values[k][-1], key) for k in PRIVATE_KEYS
+               if values.get(k, [""])[-1]}
     if "node_private_key" not in digests:
         raise ValueError("no node_private_key")
     return NodeDat(node_id, digests)
 
 
-def redact_node_dat(text: str) -> str:
-    """node.dat with each private key replaced by its marker (for snapshots)."""
-    out = []
-    for line in text.splitlines():
-        key, eq, value = line.partition("=")
-        if eq and key.strip() in PRIVATE_KEYS and value.strip():
-            line = f"{key.strip()}={REDACTED}{key_digest(value.strip())}"
-        out.append(line)
-    return "\n".join(out) + "\n"
+def redact_node_dat(text: str, key: bytes) -> str:
+    """node.dat as a snapshot keeps it (its allow-list, private keys HMAC-ed under ``key``)."""
+    return snapshot_text("/dat/node.dat", text, key)
 
 
 def gather_dbc_processes(target: Target) -> list[DbcProcess]:
@@ -177,11 +185,12 @@ def gather_node_dat(target: Target, folder: str) -> NodeDat:
         raise FactError(path, str(exc), verb="parse") from None
 
 
-def load_backup(path: str) -> NodeDat:
-    """The owner's backup of node.dat, read on the machine running the checks."""
+def load_backup(path: str, key: bytes | None = None) -> NodeDat:
+    """The owner's backup of node.dat, read on the machine running the checks (``key``:
+    the replayed snapshot's, so the digests compare with its markers)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
-            return parse_node_dat(fh.read())
+            return parse_node_dat(fh.read(), key)
     except OSError as exc:
         raise FactError(path, exc.strerror or str(exc)) from None
     except ValueError as exc:

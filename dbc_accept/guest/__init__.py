@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -40,15 +41,25 @@ class Guest(Target, Protocol):
         ...
 
 
+def guest_workdir(guest: object) -> str:
+    """The guest's private work folder; a guest without one cannot receive probes."""
+    workdir = getattr(guest, "workdir", None)
+    if not isinstance(workdir, str) or not workdir:
+        raise OSError(f"{type(guest).__name__} has no private work folder for probes")
+    return workdir
+
+
 @dataclass
 class LocalGuest(LocalTarget):
     """This machine as the guest (bare-metal nodes; GPU boxes without nested virtualization)."""
 
-    workdir: str = "/tmp/dbc-accept-guest"
+    # A fresh private folder (mode 0700) unless one is given: probes are copied there and
+    # run as root, so never a predictable shared path.
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="dbc-accept-guest."))
     passed_gpus: list[PassedGpu] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        os.makedirs(self.workdir, exist_ok=True)
+        os.makedirs(self.workdir, mode=0o700, exist_ok=True)
 
     def put(self, local_path: str, remote_path: str) -> None:
         if os.path.abspath(local_path) != os.path.abspath(remote_path):

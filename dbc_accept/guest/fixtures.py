@@ -10,7 +10,6 @@ anything is created. The test VM's domain XML, console tail and what happened to
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Generator, Iterator
@@ -63,11 +62,12 @@ def parse_guest(value: str, default_user: str) -> GuestPlan:
         return GuestPlan(text, default_user)
     if text.startswith("ssh://"):
         from dbc_accept.guest.ssh import parse_ssh_url
+        from dbc_accept.secrecy import mask_url
 
         try:
             user, host, port = parse_ssh_url(text)
         except ValueError as exc:
-            shown = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", value)  # never echo a password
+            shown = mask_url(value)  # never echo a password
             raise pytest.UsageError(f"--guest {shown}: {exc}") from None
         return GuestPlan("ssh", user or default_user, host, port)
     raise pytest.UsageError(
@@ -121,6 +121,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if plan.mode == "local":
         return
     _need_file("--vm-key", config.getoption("dbc_vm_key"))
+    _need_file("--vm-password-file", config.getoption("dbc_vm_password_file"))
     if plan.mode == "vm":
         for opt in ("image", "kernel", "initrd"):
             _need_file(f"--vm-{opt}", config.getoption(f"dbc_vm_{opt}"))
@@ -171,10 +172,24 @@ def _vm_plan(config: pytest.Config) -> VmPlan:
     return VmPlan(spec, functions)
 
 
+def _password_file(config: pytest.Config) -> str | None:
+    """The first line of --vm-password-file (a usage error when it cannot be read)."""
+    path = config.getoption("dbc_vm_password_file")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n") or None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise pytest.UsageError(f"--vm-password-file {path}: cannot read it ({exc}); give "
+                                "a readable file holding the password") from None
+
+
 def _credentials(config: pytest.Config, user: str) -> Credentials:
     from dbc_accept.guest.ssh import Credentials
 
-    password = config.getoption("dbc_vm_password") or os.environ.get(PASSWORD_ENV) or None
+    password = (config.getoption("dbc_vm_password") or _password_file(config)
+                or os.environ.get(PASSWORD_ENV) or None)
     return Credentials(user, password=password, key_path=config.getoption("dbc_vm_key"))
 
 
@@ -211,11 +226,23 @@ def _local_guest() -> Iterator[Guest]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _host_key_pin(config: pytest.Config) -> Any:
+    """The host keys an ssh:// guest may present (a usage error for an unreadable file)."""
+    from dbc_accept.guest.hostkeys import HostKeyError, HostKeyPin, default_known_hosts
+
+    path = config.getoption("dbc_vm_known_hosts") or default_known_hosts()
+    try:
+        return HostKeyPin(path, accept_new=bool(config.getoption("dbc_vm_accept_new_host_key")))
+    except HostKeyError as exc:
+        raise pytest.UsageError(f"--vm-known-hosts: {exc}") from None
+
+
 def _ssh_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
     from dbc_accept.guest.ssh import GuestError, SshGuest
     from dbc_accept.remedies import remedy_for
 
-    ssh = SshGuest(plan.host, plan.port, _credentials(config, plan.user))
+    ssh = SshGuest(plan.host, plan.port, _credentials(config, plan.user),
+                   pin=_host_key_pin(config))
     try:
         ssh.connect()
     except GuestError as exc:
@@ -241,6 +268,7 @@ def _vm_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
         with vm_guest(spec, _credentials(config, plan.user),
                       boot_timeout=float(opt("dbc_vm_boot_timeout")),
                       keep=bool(opt("dbc_keep_vm")), record=record,
+                      accept_new_host_key=bool(opt("dbc_vm_accept_new_host_key")),
                       pci_functions=vm_plan.pci_functions,
                       console_dir=_console_dir()) as ssh:
             config.stash[DOMAIN_XML_KEY] = record.domain_xml

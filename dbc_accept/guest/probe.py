@@ -76,11 +76,15 @@ class ProbeRunner:
 
     @property
     def remote_dir(self) -> str:
-        workdir = getattr(self.guest, "workdir", "/tmp/dbc-accept-guest")
-        return f"{workdir}/probes"
+        from dbc_accept.guest import guest_workdir
+
+        return f"{guest_workdir(self.guest)}/probes"
 
     def _ship(self, stem: str) -> str:
-        remote = f"{self.remote_dir}/{stem}.py"
+        try:
+            remote = f"{self.remote_dir}/{stem}.py"
+        except OSError as exc:
+            raise ProbeError(stem, str(exc)) from None
         if stem in self._shipped:
             return remote
         local = PROBES_DIR / f"{stem}.py"

@@ -1,7 +1,7 @@
 """A guest reached over SSH (paramiko): the test VM, or an existing machine.
 
-The host key is pinned for the run: the first key seen after boot (or the one in a given
-known_hosts file) is the only one accepted afterwards. A lost connection raises
+Host keys: only pinned ones are accepted (:mod:`dbc_accept.guest.hostkeys`): the test VM's,
+read through the guest agent, or those of a known_hosts file. A lost connection raises
 :class:`GuestConnectionLost` within seconds (TCP user timeout plus keepalives, and an
 optional ``alive`` callback that asks libvirt whether the VM still runs) instead of hanging.
 Passwords and keys never appear in messages: every text we raise goes through :func:`redact`.
@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from dbc_accept.guest import PassedGpu
+from dbc_accept.guest.hostkeys import HostKeyError, HostKeyPin, default_known_hosts
+from dbc_accept.guest.linefeed import LineFeed as _LineFeed
+from dbc_accept.secrecy import mask_url, mask_values
 from dbc_accept.target import TIMEOUT_RC, CommandResult
 
 if TYPE_CHECKING:
@@ -48,7 +51,7 @@ class GuestAuthError(GuestError):
     """The guest refused the credentials."""
 
 
-class HostKeyChanged(GuestError):
+class HostKeyChanged(GuestError, HostKeyError):
     """The guest presented a host key other than the pinned one."""
 
 
@@ -71,51 +74,8 @@ class Credentials:
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-class HostKeyPin:
-    """The host key(s) this run accepts: from a known_hosts file, or the first one seen."""
-
-    def __init__(self, known_hosts: str | None = None) -> None:
-        import paramiko
-
-        self.known_hosts = known_hosts
-        self.keys = paramiko.HostKeys()
-        if known_hosts:
-            try:
-                self.keys.load(known_hosts)
-            except OSError as exc:
-                raise GuestError(f"cannot read known_hosts {known_hosts}: {exc}") from None
-
-    def apply(self, client: paramiko.SSHClient) -> None:
-        """Make ``client`` accept the pinned key only (and pin the first one if none is)."""
-        import paramiko
-
-        store = client.get_host_keys()
-        for name, by_type in self.keys.items():
-            for keytype, key in by_type.items():
-                store.add(name, keytype, key)
-        pin = self
-
-        class _Policy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc,unused-ignore]
-            def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                                 key: paramiko.PKey) -> None:
-                if pin.known_hosts:
-                    raise HostKeyChanged(
-                        f"{hostname} offered a {key.get_name()} host key that is not in "
-                        f"{pin.known_hosts}; add it there if this is the right machine")
-                if pin.keys.lookup(hostname):
-                    raise HostKeyChanged(
-                        f"{hostname} offered a {key.get_name()} host key, but another key "
-                        "type was pinned for this run; the machine changed under the run")
-                pin.keys.add(hostname, key.get_name(), key)
-
-        client.set_missing_host_key_policy(_Policy())
+    """``text`` with every secret (and a URL's password) replaced by ``***``."""
+    return mask_url(mask_values(text, secrets))
 
 
 class SshGuest:
@@ -128,7 +88,7 @@ class SshGuest:
         self.host = host
         self.port = port
         self.creds = creds
-        self.pin = pin or HostKeyPin()
+        self.pin = pin or HostKeyPin(default_known_hosts())
         self.connect_timeout = connect_timeout
         self.passed_gpus = passed_gpus
         self.alive = alive
@@ -180,9 +140,9 @@ class SshGuest:
             kwargs["password"] = self.creds.password
         try:
             client.connect(**kwargs)
-        except HostKeyChanged:
+        except HostKeyError as exc:  # refused before any credential was offered
             client.close()
-            raise
+            raise HostKeyChanged(f"{self.name}: {exc}") from None
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyChanged(
@@ -427,20 +387,5 @@ def parse_ssh_url(url: str) -> tuple[str, str, int]:
     return parsed.username or "", parsed.hostname, port
 
 
-class _LineFeed:
-    """Hands each complete line of a growing stdout buffer to a callback, once."""
-
-    def __init__(self, on_line: Callable[[str], None] | None) -> None:
-        self.on_line = on_line
-        self.done = 0  # bytes of the buffer already handed over
-
-    def feed(self, buf: bytearray, final: bool = False) -> None:
-        if self.on_line is None:
-            return
-        end = len(buf) if final else buf.rfind(b"\n", self.done) + 1
-        if end <= self.done:
-            return
-        chunk = bytes(buf[self.done:end]).decode(errors="replace")
-        self.done = end
-        for line in chunk.splitlines():
-            self.on_line(line)
+__all__ = ["Credentials", "GuestAuthError", "GuestConnectionLost", "GuestError",
+           "HostKeyChanged", "HostKeyPin", "SshGuest", "parse_ssh_url", "redact"]

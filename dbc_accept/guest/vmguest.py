@@ -34,6 +34,10 @@ from dbc_accept.vm.spec import VmSpec, domain_name, new_run_id, volume_name
 
 SSH_PORT = 22
 SSH_RETRY_S = 1.0
+NO_HOST_KEY = (
+    "its SSH host key could not be read through the qemu guest agent, so no login was tried "
+    "(a renter's VM could answer on its address); install and enable qemu-guest-agent in "
+    "the template, or pass --vm-accept-new-host-key to trust the first key seen")
 AGENT_GRACE_S = 10.0  # after the first refused login, how long the agent may take to answer
 
 
@@ -99,6 +103,7 @@ class _Login:
     run_key: tuple[Any, str] | None = None
     key_set: bool = False
     agent_why: str = "not tried"
+    host_keys: int = 0  # host keys read through the guest agent and pinned
 
 
 class _Boot:
@@ -141,6 +146,20 @@ class _Boot:
         self.login.key_set = True
         self.record.login = "run key (guest agent)"
 
+    def learn_host_keys(self, address: str) -> bool:
+        """Pin the VM's host keys as the guest agent reads them; True once some are."""
+        if self.login.host_keys:
+            return True
+        from dbc_accept.vm.agent import HOST_KEYS_ARGV
+
+        result = self.vm.agent_exec(HOST_KEYS_ARGV, timeout=max(1.0, min(10.0, self.left())))
+        if result is not None and result.rc == 0:
+            self.login.host_keys = self.login.pin.trust(address, result.stdout.splitlines())
+        if self.login.host_keys:
+            self.record.notes.append(f"host key: {self.login.host_keys} key(s) of the VM read "
+                                     "through the guest agent and pinned")
+        return bool(self.login.host_keys)
+
     def creds(self) -> Credentials:
         c = self.login.creds
         if self.login.key_set and self.login.run_key:
@@ -169,6 +188,12 @@ class _Boot:
             gone = self.alive()
             if gone:
                 raise self.fail(f"{gone} (it stopped during boot, before SSH answered)")
+            if not self.learn_host_keys(address) and not self.login.pin.accept_new:
+                last = NO_HOST_KEY  # no login before the VM's own key is known
+                if self.left() <= 0:
+                    raise self.fail(f"the test VM ({address}): {NO_HOST_KEY}")
+                time.sleep(SSH_RETRY_S)
+                continue
             guest = SshGuest(address, SSH_PORT, self.creds(), pin=self.login.pin,
                              connect_timeout=max(1.0, min(10.0, self.left())),
                              passed_gpus=self.gpus, alive=self.alive)
@@ -203,7 +228,7 @@ def _console_tail(vm: Any) -> str:
 @contextmanager
 def vm_guest(spec: VmSpec, creds: Credentials, *, boot_timeout: float, keep: bool = False,
              record: VmRecord | None = None, pci_functions: list[Any] | None = None,
-             known_hosts: str | None = None, use_agent: bool = True,
+             accept_new_host_key: bool = False, use_agent: bool = True,
              console_dir: str | None = None) -> Iterator[SshGuest]:
     """Sweep leftovers, create the VM of ``spec``, yield it logged in; always tear down."""
     record = record if record is not None else VmRecord()
@@ -232,7 +257,7 @@ def vm_guest(spec: VmSpec, creds: Credentials, *, boot_timeout: float, keep: boo
             vm.create()
             record.timings["create"] = time.monotonic() - t1
             record.domain_xml = str(vm.domain_xml())
-            login = _Login(creds, HostKeyPin(known_hosts),
+            login = _Login(creds, HostKeyPin(accept_new=accept_new_host_key),
                            new_run_key() if use_agent else None)
             record.login = creds.describe()
             gpus = passed_gpus(spec, pci_functions or [])

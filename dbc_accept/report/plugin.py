@@ -22,6 +22,7 @@ from dbc_accept.report import folder as rf
 from dbc_accept.report.attachments import attach, item_attachments, new_session_attachments
 from dbc_accept.report.redact import Redactor, redactor
 from dbc_accept.report.results import TestResult, props, update
+from dbc_accept.secrecy import mask_argv
 
 GPU_MARKERS = ("gpu", "benchmark", "vm")
 GUEST_TEXTS = (("nvidia-smi -q (guest, at the first GPU test failure)", ["nvidia-smi", "-q"]),
@@ -178,7 +179,8 @@ def write_folder(state: ReportState, config: pytest.Config, exitstatus: int) -> 
     for t in tests:
         counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
     run = {"started": _iso(state.started), "finished": _iso(time.time()),
-           "exitstatus": exitstatus, "args": list(config.invocation_params.args),
+           "exitstatus": exitstatus,
+           "args": mask_argv(config.invocation_params.args, r.secrets()),
            "counts": counts}
     rf.write_json(f / "results.json", {"run": run, "tests": tests}, r)
     rf.write_json(f / "system_info.json", state.info, r)

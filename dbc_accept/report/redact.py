@@ -1,9 +1,10 @@
 """Redaction: the one scrub every report writer passes its text through.
 
 Two layers: known secret values (the guest password, private keys of node.dat files the run
-can see, values registered with :func:`add_secret`) are replaced wherever they appear, raw
-or escaped for JSON, HTML or XML; and patterns (PEM private key blocks, ``password=``,
-``node_private_key: ...`` and the like) are replaced whatever their value.
+read by any route, values registered with :func:`add_secret` or
+:func:`dbc_accept.secrecy.register`) are replaced wherever they appear, raw or escaped for
+JSON, HTML or XML; and the patterns of :mod:`dbc_accept.secrecy` (PEM private key blocks,
+secret-named values, URL passwords) are masked whatever their value.
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ from pathlib import Path
 
 import pytest
 
+from dbc_accept.secrecy import (
+    MIN_SECRET,
+    PEM,
+    known_secrets,
+    mask_keyvals,
+    mask_url,
+    node_dat_secrets,
+    register_node_dat,
+)
+
+__all__ = ["MARK", "Redactor", "add_secret", "node_dat_secrets", "redactor", "run_redactor"]
+
 MARK = "[redacted]"
-MIN_SECRET = 4  # shorter values would erase ordinary text and protect nothing
-SECRET_KEYS = ("node_private_key", "priv_key", "private_key", "password", "passwd", "secret")
-_QUOTE = r"(?:\\?(?:\"|&quot;|&#34;|&#x27;|&#39;|'))?"
-_KEYS = "|".join(SECRET_KEYS)
-_KEYVAL = re.compile(
-    rf"(?i)\b((?:[a-z_]*_)?(?:{_KEYS}))\b({_QUOTE}\s*[=:]\s*{_QUOTE})([^\s\"'<>&\\,;]+)")
-_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----",
-                  re.S)
 _DATA_URI = re.compile(r"data:(text/[a-z]+|application/json)(;charset=utf-8)?;base64,"
                        r"([A-Za-z0-9+/=]+)")
-# Never taken for a secret's value: words the patterns meet in help texts and messages.
-_HARMLESS = {"none", "null", "true", "false", "never", "given", "set", MARK.lower()}
 
 
 class Redactor:
@@ -46,19 +49,23 @@ class Redactor:
         if secret and len(secret.strip()) >= MIN_SECRET:
             self._secrets.add(secret.strip())
 
+    def secrets(self) -> list[str]:
+        """Every value this run keeps out of its artifacts."""
+        return sorted(self._secrets | set(known_secrets()))
+
     def _variants(self) -> list[str]:
         out: set[str] = set()
-        for s in self._secrets:
+        for s in self._secrets | set(known_secrets()):
             for v in (s, json.dumps(s)[1:-1]):
                 out.update((v, html.escape(v), html.escape(v, quote=False)))
         return sorted(out, key=len, reverse=True)  # the longest first: no half-replaced value
 
     def scrub(self, text: str) -> str:
         """``text`` without any secret this run knows of, nor any key=value secret."""
-        text = _PEM.sub("[redacted private key]", text)
+        text = PEM.sub("[redacted private key]", text)
         for v in self._variants():
             text = text.replace(v, MARK)
-        return _KEYVAL.sub(_keyval, text)
+        return mask_url(mask_keyvals(text))
 
     def scrub_html(self, text: str) -> str:
         """Like :meth:`scrub`, also inside base64 ``data:`` text attachments."""
@@ -73,33 +80,23 @@ class Redactor:
         return f"data:{m.group(1)}{m.group(2) or ''};base64,{clean}"
 
 
-def _keyval(m: re.Match[str]) -> str:
-    if m.group(3).lower() in _HARMLESS:
-        return m.group(0)
-    return f"{m.group(1)}{m.group(2)}{MARK}"
-
-
-def node_dat_secrets(text: str) -> list[str]:
-    """The private values of a node.dat (``key=value`` lines)."""
-    found = []
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep:
-            key, sep, value = line.partition(":")
-        if sep and any(k in key.strip().lower() for k in ("priv", "secret", "password")):
-            found.append(value.strip())
-    return found
-
-
 def _node_dat_files(config: pytest.Config) -> list[Path]:
-    files: list[Path] = []
+    """node.dat of --dbc-dir, else of the dbc program running here (not of a snapshot: its
+    node.dat holds markers only, and its reads stay inside it)."""
     dbc_dir = config.getoption("dbc_dir")
     if dbc_dir:
-        files.append(Path(dbc_dir) / "dat" / "node.dat")
-    snapshot = config.getoption("dbc_snapshot")
-    if snapshot and Path(snapshot, "fs").is_dir():
-        files.extend(p for p in Path(snapshot, "fs").rglob("node.dat") if p.is_file())
-    return files
+        return [Path(dbc_dir) / "dat" / "node.dat"]
+    if config.getoption("dbc_snapshot") or getattr(config.option, "hosts", None):
+        return []
+    from dbc_accept.facts.dbcnode import gather_dbc_processes, install_folder
+    from dbc_accept.target import LocalTarget
+    from dbc_accept.verdict import FactError
+
+    try:
+        folder = install_folder(gather_dbc_processes(LocalTarget()), None)
+    except (FactError, OSError):
+        return []
+    return [Path(folder) / "dat" / "node.dat"] if folder else []
 
 
 def run_redactor(config: pytest.Config) -> Redactor:
@@ -107,16 +104,18 @@ def run_redactor(config: pytest.Config) -> Redactor:
     r = Redactor()
     r.add(config.getoption("dbc_vm_password"))
     r.add(os.environ.get("DBC_VM_PASSWORD"))
+    pw_file = getattr(config.option, "dbc_vm_password_file", None)
+    if pw_file:
+        with contextlib.suppress(OSError):
+            r.add((Path(pw_file).read_text(encoding="utf-8", errors="replace").splitlines()
+                   or [""])[0])
     key = config.getoption("dbc_vm_key")
     if key:  # an unreadable key file is the guest fixture's error to report
         with contextlib.suppress(OSError):
             r.add(Path(key).read_text(encoding="utf-8", errors="replace"))
     for path in _node_dat_files(config):
-        try:
-            for secret in node_dat_secrets(path.read_text(encoding="utf-8", errors="replace")):
-                r.add(secret)
-        except OSError:
-            continue
+        with contextlib.suppress(OSError):
+            register_node_dat(path.read_text(encoding="utf-8", errors="replace"))
     return r
 
 

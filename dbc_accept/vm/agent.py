@@ -1,6 +1,7 @@
 """Commands in the guest through the qemu guest agent (guest-exec), without the network.
 
-Used to put this run's SSH key into the guest before the first login. Arguments go to
+Used to put this run's SSH key into the guest before the first login, and to read the
+guest's SSH host keys, which are pinned before it (:data:`HOST_KEYS_ARGV`). Arguments go to
 the guest as an argv list; nothing is interpolated into a shell line.
 """
 
@@ -63,6 +64,10 @@ def run(dom: Any, argv: Sequence[str], stdin: bytes = b"",
     except (libvirt.libvirtError, KeyError, TypeError, ValueError):
         return None  # no agent, an agent without guest-exec, or a garbled answer
     return None
+
+
+# The guest's SSH host public keys, read on the guest itself (not over the network).
+HOST_KEYS_ARGV = ["/bin/sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub 2>/dev/null; exit 0"]
 
 
 def set_key_argv(user: str, pubkey: str) -> list[str]:

@@ -174,6 +174,13 @@ def disk_sources(xml: str) -> list[str]:
     return [s.get("file", "") for s in root.iterfind("devices/disk/source") if s.get("file")]
 
 
+def pool_volumes(xml: str) -> list[tuple[str, str]]:
+    """(pool, volume) of a domain's disks given through a storage pool (``type='volume'``)."""
+    root = ET.fromstring(xml)
+    return [(s.get("pool", ""), s.get("volume", "")) for s in root.iterfind("devices/disk/source")
+            if s.get("pool") and s.get("volume")]
+
+
 def nic_macs(xml: str) -> list[str]:
     """The MAC addresses of a domain's network interfaces."""
     root = ET.fromstring(xml)

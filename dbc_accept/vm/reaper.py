@@ -3,9 +3,11 @@
 A domain is ours only when ``dom.metadata()`` finds our ``<dbca:run>`` element and its
 name is ``dbc-accept-<that run id>``; a domain whose run is still alive (its creating
 process runs on this machine) is left alone unless ``force``. An overlay volume is ours
-only when its name is ``dbc-accept-<run id>.qcow2``, it has a backing store, and no domain
-but a tagged one of the same run uses it. check_env's ``domain_test`` and every other
-domain or volume are never touched (the host checks report them).
+only when its run wrote an owner record for it (:mod:`dbc_accept.vm.ownership`: a name made
+by ``new_run_id``, the template as backing file) and no domain uses it, by file path or
+through a pool source. Every volume named like ours that is left is listed, with why.
+check_env's ``domain_test`` and every other domain or volume are never touched (the host
+checks report them).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dbc_accept.target import Target
+from dbc_accept.vm import ownership
 from dbc_accept.vm.domain_xml import (
     RunTag,
     disk_sources,
     hostdev_addresses,
     nic_networks,
     parse_run_tag,
+    pool_volumes,
 )
 from dbc_accept.vm.errors import StorageError
 from dbc_accept.vm.lvutil import code, connect, lv, message, undefine
@@ -115,6 +119,7 @@ class _Sweep:
         self.target: Target | None = None  # the host whose GPU drivers are checked
         self.gpu_problems: list[str] = []
         self.released: list[str] = []  # DHCP leases of removed domains given back
+        self.pool_names: set[str] = set()  # volumes used through a pool libvirt cannot open
 
     def domains(self) -> None:
         libvirt = lv()
@@ -173,11 +178,24 @@ class _Sweep:
         used: dict[str, set[str]] = {}
         for dom in self.conn.listAllDomains(0):
             try:
-                for path in disk_sources(dom.XMLDesc(0)):
+                xml = dom.XMLDesc(0)
+                paths = disk_sources(xml) + self._pool_paths(pool_volumes(xml))
+                for path in paths:
                     used.setdefault(os.path.normpath(path), set()).add(dom.name())
             except lv().libvirtError:
                 continue
         return used
+
+    def _pool_paths(self, refs: list[tuple[str, str]]) -> list[str]:
+        """The file paths of disks given as ``<source pool= volume=>``."""
+        paths = []
+        for pool_name, vol_name in refs:
+            try:
+                pool = self.conn.storagePoolLookupByName(pool_name)
+                paths.append(pool.storageVolLookupByName(vol_name).path())
+            except lv().libvirtError:  # an inactive pool: its volume name counts as used
+                self.pool_names.add(vol_name)
+        return paths
 
     def cover(self, folders: set[str]) -> None:
         """Make sure a pool lists each folder (a transient pool of a dead run is gone)."""
@@ -216,14 +234,16 @@ class _Sweep:
             path = vol.path()
             _, _, backing = volume_facts(vol)
             users = used.get(os.path.normpath(path), set())
-            if not backing:
-                self.log(f"left {path}: not an overlay (no backing store), so not ours")
-            elif users:
-                self.log(f"left {path}: in use by {', '.join(sorted(users))}")
+            why = ownership.not_ours(vol.name(), run_id, path, backing)
+            if why:
+                self.log(f"left {path}: not proven ours: {why}")
+            elif users or vol.name() in self.pool_names:
+                self.log(f"left {path}: in use by {', '.join(sorted(users)) or 'a domain'}")
             elif run_id in self.live_runs or (not self.force and run_is_live(run_id)):
                 self.log(f"left {path}: its run is still going")
             else:
                 vol.delete(0)
+                ownership.forget(vol.name())
                 self.removed.append(f"removed volume {path} (overlay of {backing})")
         except libvirt.libvirtError as exc:
             if code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:

@@ -6,9 +6,9 @@ overlay lives beside the template, in the storage pool whose folder holds it; wh
 active pool covers that folder a transient one named ``dbc-accept-<hash>`` is made (a
 transient pool leaves no configuration behind, and destroying it leaves files alone).
 
-A volume cannot carry metadata, so ours are recognised by three things at once: the name
-``dbc-accept-<run id>.qcow2``, a backing store (an overlay, never a full image), and no
-domain other than this tool's using it.
+A volume cannot carry metadata, so ours are recognised by the owner record the run writes
+(:mod:`dbc_accept.vm.ownership`) together with the name ``dbc-accept-<run id>.qcow2`` and
+the template as its backing file, and no domain other than this tool's using it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from dbc_accept.vm import ownership
 from dbc_accept.vm.errors import StorageError
 from dbc_accept.vm.lvutil import lv as _lv
 from dbc_accept.vm.spec import PREFIX, volume_name
@@ -178,6 +179,7 @@ def create_overlay(conn: Any, image: str, run_id: str) -> Overlay:
             if created:
                 release_pool(conn, pool.name())
             raise
+    ownership.write_record(name, run_id, vol.path(), template.path())  # else: left, listed
     return Overlay(path=vol.path(), name=name, pool=pool.name(), pool_created=created,
                    backing=template.path(), backing_format=fmt,
                    seconds=time.monotonic() - start)
@@ -214,6 +216,7 @@ def delete_overlay(conn: Any, overlay: Overlay) -> str | None:
             return f"{overlay.path} is now volume {vol.name()}; left alone"
         pool = vol.storagePoolLookupByVolume()
         vol.delete(0)
+        ownership.forget(overlay.name)
         release_pool(conn, pool.name())
     except libvirt.libvirtError as exc:
         if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_VOL,
