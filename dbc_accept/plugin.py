@@ -15,13 +15,14 @@ import pytest
 from dbc_accept.facts import HostFacts
 from dbc_accept.options import add_options
 from dbc_accept.snapshot import SnapshotError, SnapshotTarget
-from dbc_accept.target import LocalTarget, Target, TestinfraTarget
+from dbc_accept.target import LocalTarget, Target
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
 
 pytest_plugins = [
     "dbc_accept.guest.fixtures",  # the `guest` fixture: vm, ssh:// or local
     "dbc_accept.report.plugin",  # pytest-html extras, the result folder
     "dbc_accept.rootdir",  # the suite's configuration when `--opt DIR` hid it
+    "dbc_accept.fleet",  # remote nodes read in a few round trips, once per run
 ]
 
 NODES_KEY = pytest.StashKey["list[HostFacts]"]()
@@ -59,7 +60,9 @@ def _targets(config: pytest.Config) -> list[Target]:
             raise pytest.UsageError(f"--snapshot {snapshot}: {exc}") from None
     hosts = _testinfra_hosts(config)
     if hosts:
-        return [TestinfraTarget(host, name) for name, host in hosts]
+        from dbc_accept.fleet import remote_target  # the sub-plugin, loaded by then
+
+        return [remote_target(config, host, name) for name, host in hosts]
     return [LocalTarget()]
 
 
@@ -99,6 +102,7 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
         "sudo": getattr(config.option, "sudo", False),
         "sudo_user": getattr(config.option, "sudo_user", None),
         "force_ansible": getattr(config.option, "force_ansible", False),
+        "timeout": int(max(1.0, getattr(config.option, "dbc_node_connect_timeout", 10.0))),
     }
     try:
         hosts = list(testinfra.get_hosts(names, **kwargs))

@@ -1,0 +1,187 @@
+"""Many nodes at once: each remote node read in a few round trips, once, by one process.
+
+- Every ``--hosts`` / ``--ansible-inventory`` node is served through a
+  :class:`~dbc_accept.nodecache.NodeReadTarget`; the nodes are read in parallel before
+  collection (``--node-connect-timeout`` and ``--node-timeout`` bound each one).
+- Under pytest-xdist the controller reads them and hands the answers to every worker with
+  its start-up data, so that no worker asks a node again; the tests of one node all go to
+  one worker (:class:`NodeScheduling`), so what the set does not hold is asked once.
+- The remote commands of each node are counted and reported (terminal and results).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from dbc_accept.nodecache import NodeReadTarget
+from dbc_accept.target import Target, TestinfraTarget
+
+WORKER_KEY = "dbc_node_reads"
+TRIPS_KEY = "dbc_round_trips"
+TRIPS_STASH = pytest.StashKey["dict[str, int]"]()
+MAX_PARALLEL = 32  # nodes read at once
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("dbc-accept")
+    g.addoption("--node-connect-timeout", dest="dbc_node_connect_timeout", type=float,
+                default=10.0, metavar="SECONDS",
+                help="time to connect and log in to a remote node (default: 10)")
+    g.addoption("--node-timeout", dest="dbc_node_timeout", type=float, default=120.0,
+                metavar="SECONDS",
+                help="time one remote command may take before its node counts as lost "
+                     "(default: 120)")
+    g.addoption("--node-read", dest="dbc_node_read", default="batch", choices=("batch", "each"),
+                help="read remote nodes in a few batched commands (default) or one command "
+                     "per file, as before (for comparison)")
+
+
+def remote_target(config: pytest.Config, host: Any, name: str) -> Target:
+    """The target of one remote node, as the options ask."""
+    timeout = config.getoption("dbc_node_timeout", None)
+    inner = TestinfraTarget(host, name, timeout=timeout)
+    if config.getoption("dbc_node_read", "batch") == "each":
+        return inner
+    opts = {k: v for k, v in vars(config.option).items() if k.startswith("dbc_")}
+    return NodeReadTarget(inner, opts)
+
+
+def check_options(config: pytest.Config) -> None:
+    for dest, flag in (("dbc_node_connect_timeout", "--node-connect-timeout"),
+                       ("dbc_node_timeout", "--node-timeout")):
+        value = config.getoption(dest)
+        if not 0 < value <= 3600:
+            raise pytest.UsageError(f"{flag} {value:g}: give seconds, more than 0 and at most "
+                                    "3600")
+
+
+def batched(targets: list[Target]) -> list[NodeReadTarget]:
+    return [t for t in targets if isinstance(t, NodeReadTarget)]
+
+
+def prefetch_all(targets: list[NodeReadTarget]) -> None:
+    """Read every node, in parallel (each its two rounds)."""
+    todo = [t for t in targets if not t.fetched]
+    if not todo:
+        return
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(todo))) as pool:
+        list(pool.map(lambda t: t.prefetch(), todo))
+
+
+def pack(targets: list[NodeReadTarget]) -> str:
+    """The answers of every node, for a worker's start-up data."""
+    doc = {t.name: t.export() for t in targets}
+    return base64.b64encode(zlib.compress(json.dumps(doc).encode("utf-8"), 6)).decode("ascii")
+
+
+def unpack(blob: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(zlib.decompress(base64.b64decode(blob)).decode("utf-8"))
+    return doc
+
+
+def round_trips(target: Target) -> int | None:
+    """Remote commands run for this node in this process (None: not a remote node)."""
+    inner = target.inner if isinstance(target, NodeReadTarget) else target
+    return inner.round_trips if isinstance(inner, TestinfraTarget) else None
+
+
+def _targets(config: pytest.Config) -> list[Target]:
+    from dbc_accept.plugin import nodes
+
+    return [n.target for n in nodes(config)]
+
+
+def _remote_run(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "hosts", None)
+                or getattr(config.option, "ansible_inventory", None))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    check_options(config)
+    config.stash[TRIPS_STASH] = {}
+    if not _remote_run(config) or config.getoption("dbc_snapshot"):
+        return
+    targets = batched(_targets(config))
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and WORKER_KEY in workerinput:
+        answers = unpack(workerinput[WORKER_KEY])
+        for t in targets:
+            if t.name in answers:
+                t.load(answers[t.name])
+        return
+    prefetch_all(targets)
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistController(config, targets), "dbc-accept-xdist")
+
+
+class XdistController:
+    """The controller side under xdist: answers to the workers, one node per worker."""
+
+    def __init__(self, config: pytest.Config, targets: list[NodeReadTarget]) -> None:
+        self.config = config
+        self.blob = pack(targets)
+        self.names = sorted((t.name for t in targets), key=len, reverse=True)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[WORKER_KEY] = self.blob
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if getattr(config.option, "dist", "load") != "load":
+            return None  # the user chose a distribution: keep it
+        return make_scheduler(config, log, self.names)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        found = getattr(node, "workeroutput", {}).get(TRIPS_KEY, {})
+        totals = self.config.stash[TRIPS_STASH]
+        for name, count in found.items():
+            totals[name] = totals.get(name, 0) + int(count)
+
+
+def node_of(nodeid: str, names: list[str]) -> str | None:
+    """The node a test id is about (its parameter id starts with the node's name)."""
+    _, _, params = nodeid.partition("[")
+    return next((n for n in names if params.startswith(n)), None)  # longest names first
+
+
+def make_scheduler(config: pytest.Config, log: Any, names: list[str]) -> Any:
+    """xdist's load-scope scheduling with a node's tests as one scope."""
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class NodeScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return node_of(nodeid, names) or nodeid
+
+    return NodeScheduling(config, log)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    counts: dict[str, int] = {}
+    if _remote_run(config) and not config.getoption("dbc_snapshot"):
+        for target in _targets(config):
+            count = round_trips(target)
+            if count is not None:
+                counts[target.name] = count
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[TRIPS_KEY] = counts
+        return
+    totals: dict[str, int] = config.stash.get(TRIPS_STASH, {})
+    for name, count in counts.items():
+        totals[name] = totals.get(name, 0) + count
+
+
+def node_round_trips(config: pytest.Config) -> dict[str, int]:
+    """Remote commands per node over the whole run (all workers), at session end."""
+    found: dict[str, int] = config.stash.get(TRIPS_STASH, {})
+    return dict(found)
