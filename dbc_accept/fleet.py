@@ -14,17 +14,21 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
+from dbc_accept.facts import HostFacts
 from dbc_accept.nodecache import NodeReadTarget
 from dbc_accept.target import Target, TestinfraTarget
+from dbc_accept.verdict import FactError, Finding
 
 WORKER_KEY = "dbc_node_reads"
 TRIPS_KEY = "dbc_round_trips"
 TRIPS_STASH = pytest.StashKey["dict[str, int]"]()
+LOST_STASH = pytest.StashKey["dict[str, tuple[str, str]]"]()  # node -> (test id, why)
 MAX_PARALLEL = 32  # nodes read at once
 
 
@@ -44,8 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def remote_target(config: pytest.Config, host: Any, name: str) -> Target:
     """The target of one remote node, as the options ask."""
-    timeout = config.getoption("dbc_node_timeout", None)
-    inner = TestinfraTarget(host, name, timeout=timeout)
+    inner = TestinfraTarget(host, name, timeout=config.getoption("dbc_node_timeout", None),
+                            connect_timeout=config.getoption("dbc_node_connect_timeout", None))
     if config.getoption("dbc_node_read", "batch") == "each":
         return inner
     opts = {k: v for k, v in vars(config.option).items() if k.startswith("dbc_")}
@@ -106,6 +110,7 @@ def _remote_run(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     check_options(config)
     config.stash[TRIPS_STASH] = {}
+    config.stash[LOST_STASH] = {}
     if not _remote_run(config) or config.getoption("dbc_snapshot"):
         return
     targets = batched(_targets(config))
@@ -185,3 +190,68 @@ def node_round_trips(config: pytest.Config) -> dict[str, int]:
     """Remote commands per node over the whole run (all workers), at session end."""
     found: dict[str, int] = config.stash.get(TRIPS_STASH, {})
     return dict(found)
+
+
+# --- a node that cannot be reached: one failure, its other tests skipped -----------------
+
+
+def node_error(target: Target) -> FactError | None:
+    """Why this node cannot be read (None: it can, as far as the run knows)."""
+    if isinstance(target, NodeReadTarget):
+        if target.error is not None:
+            return target.error
+        target = target.inner
+    return target.unreachable if isinstance(target, TestinfraTarget) else None
+
+
+def _node_param(item: pytest.Item) -> HostFacts | None:
+    callspec = getattr(item, "callspec", None)
+    node = callspec.params.get("node") if callspec else None
+    return node if isinstance(node, HostFacts) else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    node = _node_param(item)
+    lost = item.config.stash.get(LOST_STASH, {}).get(node.name) if node else None
+    if node is not None and lost is not None:
+        pytest.skip(f"{node.name} cannot be read ({lost[1]}); reported once, by {lost[0]}")
+
+
+UNREACHABLE_FIX = ("check the node's address, port and key and that sshd runs there "
+                   "(`ssh -p PORT root@NODE true`); on a slow network raise "
+                   "--node-connect-timeout / --node-timeout")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """The one failure of a node that cannot be read says so, with the fix for that."""
+    report = yield
+    node = _node_param(item)
+    error = node_error(node.target) if node is not None else None
+    lost = item.config.stash.get(LOST_STASH, None)
+    if node is None or error is None or lost is None or call.when != "call" or not report.failed:
+        return report
+    lost.setdefault(node.name, (item.nodeid, error.why))
+    finding = Finding("node.reachable", "fail", observed=f"{node.name}: {error.why}",
+                      expected="the node answers over SSH", fix=UNREACHABLE_FIX, node=node.name)
+    report.user_properties = [(k, v) for k, v in report.user_properties
+                              if k != "dbc_findings"] + [("dbc_findings", [finding.as_dict()])]
+    report.longrepr = f"FAIL on {node.name}\n  {error}\n  fix: {UNREACHABLE_FIX}"
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """One line per remote node: its remote commands, or why it could not be read."""
+    trips = node_round_trips(config)
+    if not trips:
+        return
+    errors = {t.name: e for t in _targets(config) if (e := node_error(t)) is not None}
+    tr = terminalreporter
+    tr.section("dbc-accept: remote nodes", sep="-")
+    for name in sorted(trips):
+        why = f"; cannot be read: {errors[name].why}" if name in errors else ""
+        tr.write_line(f"{name}: {trips[name]} remote commands{why}")
