@@ -22,6 +22,8 @@ import pytest
 
 from dbc_accept.facts import HostFacts
 from dbc_accept.nodecache import NodeReadTarget
+from dbc_accept.report.fleet_table import fleet_rows
+from dbc_accept.report.results import TestResult
 from dbc_accept.target import Target, TestinfraTarget
 from dbc_accept.verdict import FactError, Finding
 
@@ -230,6 +232,8 @@ def pytest_runtest_makereport(
     """The one failure of a node that cannot be read says so, with the fix for that."""
     report = yield
     node = _node_param(item)
+    if node is not None:
+        report.user_properties.append(("dbc_node", node.name))
     error = node_error(node.target) if node is not None else None
     lost = item.config.stash.get(LOST_STASH, None)
     if node is None or error is None or lost is None or call.when != "call" or not report.failed:
@@ -255,3 +259,31 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
     for name in sorted(trips):
         why = f"; cannot be read: {errors[name].why}" if name in errors else ""
         tr.write_line(f"{name}: {trips[name]} remote commands{why}")
+
+
+def fleet_summary(config: pytest.Config, results: list[TestResult]) -> list[dict[str, Any]]:
+    """The report's per-node rows (empty when no test checked a node)."""
+    from dbc_accept.plugin import nodes
+
+    if not any(r.node for r in results):
+        return []
+    found = nodes(config)
+    errors = {n.name: e.why for n in found if (e := node_error(n.target)) is not None}
+    return fleet_rows(results, [n.name for n in found], errors, node_round_trips(config))
+
+
+def node_infos(config: pytest.Config) -> dict[str, dict[str, Any]]:
+    """system_info of every node, by name (a node that cannot be read says why)."""
+    from dbc_accept.plugin import nodes
+    from dbc_accept.report.sysinfo import system_info
+
+    infos = {}
+    for node in nodes(config):
+        error = node_error(node.target)
+        try:
+            infos[node.name] = system_info(node.name, None if error else node.target)
+        except FactError as exc:
+            error = exc
+        if error is not None:
+            infos[node.name] = {"node": node.name, "error": str(error)}
+    return infos

@@ -22,6 +22,7 @@ from dbc_accept.facts import cpu, dbcnode, images, kernel, libvirtd, pci, storag
 from dbc_accept.facts.libvirtconn import PROBE, VIRSH_PROBE
 from dbc_accept.noderead import READER, decode_reply, encode_request
 from dbc_accept.options import DEFAULT_IMAGE, DEFAULT_URI
+from dbc_accept.report import sysinfo
 from dbc_accept.target import CommandResult, Target
 from dbc_accept.verdict import FactError
 
@@ -31,7 +32,7 @@ FILES = [
     "/proc/meminfo", libvirtd.CONF, libvirtd.DEFAULTS, virt.DPKG_STATUS,
     "/sys/fs/cgroup/cgroup.controllers", "/proc/cgroups", sysctl.SYSCTL_CONF,
     sysctl.ETC_MODULES, "/proc/net/tcp", "/proc/net/tcp6",
-    *(sysctl.proc_path(key) for key in sysctl.CHECKED_KEYS),
+    *(sysctl.proc_path(key) for key in sysctl.CHECKED_KEYS), sysinfo.KERNEL_RELEASE,
 ]
 LINKS = [*(f"/etc/systemd/system/{name}" for name in libvirtd.SOCKETS), libvirtd.WANTS_LINK]
 LISTS = ["/dev", "/dev/net", pci.ACPI_TABLES, pci.IOMMU_GROUPS, storage.DATA, *virt.OVMF_DIRS]
@@ -58,6 +59,7 @@ def declared(options: dict[str, Any]) -> dict[str, Any]:
         (["df", "-B1", "--output=size,target", storage.DATA], 30.0),
         (["sh", "-c", storage.WRITE_PROBE, "sh", storage.DATA], 30.0),
         (["python3", "-c", PROBE, uri], 60.0), (["python3", "-c", VIRSH_PROBE, uri], 60.0),
+        (sysinfo.GPU_QUERY, 20.0), (["nvidia-smi"], 20.0),  # for the report
     ]
     cmds += [(["od", "-An", "-v", "-tx1", "-N", str(images.HEADER_BYTES), "--", p], 30.0)
              for p in image_paths]

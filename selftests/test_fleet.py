@@ -8,6 +8,8 @@ command it starts, so the round trips are counted on the node's side.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import socket
 import time
@@ -19,6 +21,8 @@ import pytest
 from dbc_accept.facts.registry import all_gatherers
 from dbc_accept.fleet import node_of
 from dbc_accept.nodecache import NodeReadTarget, declared
+from dbc_accept.report.fleet_table import COLUMNS, fleet_csv, fleet_rows
+from dbc_accept.report.results import TestResult
 from dbc_accept.target import LocalTarget, Target
 from selftests.fleet_nodes import Fleet, fleet, free_port
 from selftests.test_remote_target import _by_test, _host_run
@@ -131,12 +135,50 @@ def test_batch_equals_one_command_per_file(pytester: pytest.Pytester, nodes: Fle
 
 def test_xdist_reads_each_node_once(pytester: pytest.Pytester, nodes: Fleet) -> None:
     before = [n.sessions() for n in nodes.nodes]
-    result, found = _host_run(pytester, "-n", "2", *_remote(nodes, 0, 1))
+    reports = pytester.path / "reports"
+    result, found = _host_run(pytester, "-n", "2", *_remote(nodes, 0, 1),
+                              report=(f"--report-dir={reports}",))
     trips = [n.sessions() - b for n, b in zip(nodes.nodes, before)]
     assert all(0 < t <= MAX_ROUND_TRIPS for t in trips), trips
     first, second = (_by_test(found, n.name) for n in nodes.nodes)
     assert first == second and len(first) > 60
-    result.stdout.fnmatch_lines([f"{nodes.nodes[0].name}: * remote commands"])
+    names = [n.name for n in nodes.nodes]
+    for name, count in zip(names, trips):  # what the run counted is what the node saw
+        result.stdout.fnmatch_lines([f"{name}: {count} remote commands"])
+    _check_fleet_report(next(reports.glob("*/")), names, first)
+
+
+def _check_fleet_report(folder: Path, names: list[str], outcomes: dict[str, str]) -> None:
+    with (folder / "fleet.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["node"] for r in rows] == names
+    fails = list(outcomes.values()).count("failure")
+    for row in rows:
+        assert row["verdict"] in (("FAIL",) if fails else ("PASS", "WARN"))
+        assert int(row["fails"]) == fails and (row["first_fix"] or not fails)
+        assert 0 < int(row["remote_commands"]) <= MAX_ROUND_TRIPS
+    results = json.loads((folder / "results.json").read_text())
+    assert {t["node"] for t in results["tests"]} == set(names)
+    info = json.loads((folder / "system_info.json").read_text())
+    assert sorted(info["nodes"]) == sorted(names)
+    assert all("kernel" in i for i in info["nodes"].values())
+    assert "<h2>Nodes</h2>" in (folder / "report.html").read_text(encoding="utf-8")
+
+
+def test_fleet_rows_verdicts() -> None:
+    results = [TestResult("t[a]", node="a", outcome="warned",
+                          findings=[{"fix": "warn fix", "level": "warn"}]),
+               TestResult("u[a]", node="a", outcome="failed",
+                          findings=[{"fix": "the fix", "level": "fail"}]),
+               TestResult("t[b]", node="b", outcome="warned",
+                          findings=[{"fix": "warn fix", "level": "warn"}]),
+               TestResult("t[c]", node="c", outcome="passed"),
+               TestResult("t[d]", node="d", outcome="failed", message="could not read d\n")]
+    rows = fleet_rows(results, ["a", "b", "c", "d"], {"d": "cannot connect"}, {"a": 2})
+    assert [(r["verdict"], r["fails"], r["first_fix"]) for r in rows] == [
+        ("FAIL", 1, "the fix"), ("WARN", 0, "warn fix"), ("PASS", 0, ""),
+        ("UNREACHABLE", 1, "could not read d")]
+    assert fleet_csv(rows).splitlines()[0] == ",".join(COLUMNS)
 
 
 def test_unreachable_nodes_fail_once_within_their_timeout(pytester: pytest.Pytester,
