@@ -94,6 +94,11 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
     import testinfra  # imported here: costs start-up time only when remote hosts are asked for
 
     names = [h.strip() for h in (spec or "").split(",") if h.strip()] or ["ansible://all"]
+    bare = [n for n in names if "://" not in n]
+    if inventory and bare:  # testinfra would take "all" for a host named all
+        raise pytest.UsageError(
+            f"--hosts {spec}: with --ansible-inventory name the inventory's hosts and groups "
+            f"as --hosts=ansible://{bare[0]} (ansible://all, ansible://GROUP, ansible://HOST)")
     kwargs = {
         "ansible_inventory": inventory,
         "connection": getattr(config.option, "connection", None),
