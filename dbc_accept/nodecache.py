@@ -33,6 +33,7 @@ FILES = [
     "/sys/fs/cgroup/cgroup.controllers", "/proc/cgroups", sysctl.SYSCTL_CONF,
     sysctl.ETC_MODULES, "/proc/net/tcp", "/proc/net/tcp6",
     *(sysctl.proc_path(key) for key in sysctl.CHECKED_KEYS), sysinfo.KERNEL_RELEASE,
+    "/proc/sys/kernel/hostname",
 ]
 LINKS = [*(f"/etc/systemd/system/{name}" for name in libvirtd.SOCKETS), libvirtd.WANTS_LINK]
 LISTS = ["/dev", "/dev/net", pci.ACPI_TABLES, pci.IOMMU_GROUPS, storage.DATA, *virt.OVMF_DIRS]
@@ -122,6 +123,11 @@ class NodeReadTarget:
         self.links.update(reply["links"])
         self.lists.update(reply["lists"])
         self.cmds.update(zip(cmds, reply["cmds"]))
+
+    def resolve_paths(self, paths: list[str]) -> None:
+        """Read, in one command, every link met on resolving these paths (for a snapshot)."""
+        if self.error is None:
+            self._ask({"walk": sorted(set(paths))})
 
     def export(self) -> dict[str, Any]:
         """The answers as JSON data (for xdist's workers)."""

@@ -14,6 +14,8 @@
   (``/proc``: ``comm``, then ``cmdline`` and ``exe`` of the dbc processes only;
   ``/sys/bus/pci/devices``: ``vendor``, ``driver``, ...). One command scans every process
   however many there are, and reads no other process's command line;
+- ``walk``: paths whose every component is read as a link, following the links met as
+  :meth:`dbc_accept.recording.RecordingTarget.physical` does (to place a snapshot's paths);
 - ``cmds``: ``[argv, timeout]`` pairs, run concurrently under ``LC_ALL=C`` without a shell.
 
 Every answer is kept with its outcome: the value, or the ``errno`` and message of the error
@@ -80,6 +82,26 @@ for folder, pattern, first, value, files, links in req.get("each", []):
             read(base + f)
         for f in links:
             link(base + f)
+def walk(path, hops):
+    resolved = "/"
+    for part in [p for p in path.split("/") if p]:
+        here = os.path.join(resolved, part)
+        if part == "..":
+            resolved = os.path.dirname(resolved) or "/"
+            continue
+        if part == ".":
+            continue
+        if here not in out["links"]:
+            link(here)
+        got = out["links"][here]
+        if hops >= 40 or not got[0]:
+            resolved = here
+            continue
+        hops += 1
+        resolved = walk(os.path.normpath(os.path.join(resolved, got[1])), hops)
+    return resolved
+for path in req.get("walk", []):
+    walk(path, 0)
 env = dict(os.environ, LC_ALL="C", LANG="C")
 def run(i, argv, timeout):
     args = list(argv)

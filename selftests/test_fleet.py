@@ -205,3 +205,15 @@ def test_unreachable_nodes_fail_once_within_their_timeout(pytester: pytest.Pytes
         assert len(fixes) == 1, fixes  # "what to fix" lists the node once
     result.stdout.fnmatch_lines(["*:* remote commands; cannot be read: cannot connect:*"])
     result.stdout.fnmatch_lines(["*no answer within 3 s to connect*"])
+
+
+def test_snapshot_of_a_remote_node_in_a_few_commands(tmp_path: Path, nodes: Fleet) -> None:
+    from dbc_accept.cli import main
+
+    node = nodes.nodes[1]
+    before = node.sessions()
+    assert main(["snapshot", str(tmp_path / "snap"), f"--hosts={node.spec}",
+                 f"--ssh-identity-file={node.key}", f"--ssh-config={nodes.ssh_config}"]) == 0
+    assert 0 < node.sessions() - before <= MAX_ROUND_TRIPS
+    assert (tmp_path / "snap" / "fs" / "proc" / "cmdline").read_text() == \
+        Path("/proc/cmdline").read_text()
