@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 def _targets(args: argparse.Namespace) -> list[Target]:
     if not args.hosts and not args.ansible_inventory:
         return [LocalTarget()]
+    from dbc_accept.nodecache import NodeReadTarget
     from dbc_accept.plugin import _host_name, hosts_error
     from dbc_accept.target import TestinfraTarget
 
@@ -100,7 +101,9 @@ def _targets(args: argparse.Namespace) -> list[Target]:
 
     found: dict[str, Target] = {}
     for host in hosts:
-        found.setdefault(_host_name(host), TestinfraTarget(host, _host_name(host)))
+        # read in a few batched commands, as the checks read a remote node
+        found.setdefault(_host_name(host), NodeReadTarget(TestinfraTarget(host, _host_name(host)),
+                                                          {"dbc_dir": args.dbc_dir}))
     return list(found.values())
 
 

@@ -16,13 +16,14 @@ from dbc_accept.facts import HostFacts
 from dbc_accept.options import add_options
 from dbc_accept.secrecy import paramiko_host_key_warning, url_password_error
 from dbc_accept.snapshot import REFUSED_EXIT, SnapshotError, SnapshotRefused, SnapshotTarget
-from dbc_accept.target import LocalTarget, Target, TestinfraTarget
+from dbc_accept.target import LocalTarget, Target
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
 
 pytest_plugins = [
     "dbc_accept.guest.fixtures",  # the `guest` fixture: vm, ssh:// or local
     "dbc_accept.report.plugin",  # pytest-html extras, the result folder
     "dbc_accept.rootdir",  # the suite's configuration when `--opt DIR` hid it
+    "dbc_accept.fleet",  # remote nodes read in a few round trips, once per run
 ]
 
 NODES_KEY = pytest.StashKey["list[HostFacts]"]()
@@ -62,7 +63,9 @@ def _targets(config: pytest.Config) -> list[Target]:
             raise pytest.UsageError(f"--snapshot {snapshot}: {exc}") from None
     hosts = _testinfra_hosts(config)
     if hosts:
-        return [TestinfraTarget(host, name) for name, host in hosts]
+        from dbc_accept.fleet import remote_target  # the sub-plugin, loaded by then
+
+        return [remote_target(config, host, name) for name, host in hosts]
     return [LocalTarget()]
 
 
@@ -100,6 +103,11 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
     if lax:
         config.issue_config_time_warning(pytest.PytestConfigWarning(lax), stacklevel=2)
     names = [h.strip() for h in (spec or "").split(",") if h.strip()] or ["ansible://all"]
+    bare = [n for n in names if "://" not in n]
+    if inventory and bare:  # testinfra would take "all" for a host named all
+        raise pytest.UsageError(
+            f"--hosts {spec}: with --ansible-inventory name the inventory's hosts and groups "
+            f"as --hosts=ansible://{bare[0]} (ansible://all, ansible://GROUP, ansible://HOST)")
     kwargs = {
         "ansible_inventory": inventory,
         "connection": getattr(config.option, "connection", None),
@@ -108,6 +116,7 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
         "sudo": getattr(config.option, "sudo", False),
         "sudo_user": getattr(config.option, "sudo_user", None),
         "force_ansible": getattr(config.option, "force_ansible", False),
+        "timeout": int(max(1.0, getattr(config.option, "dbc_node_connect_timeout", 10.0))),
     }
     try:
         hosts = list(testinfra.get_hosts(names, **kwargs))

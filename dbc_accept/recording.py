@@ -122,6 +122,9 @@ class RecordingTarget:
                 register_node_dat(text)
         fs = top / "fs"
         fs.mkdir(parents=True, exist_ok=True)
+        resolve = getattr(self.inner, "resolve_paths", None)  # a remote node: in one command
+        if resolve is not None:
+            resolve([*self.listings, *self.files, *(posixpath.dirname(p) for p in self.links)])
         for path in sorted(self.listings):  # links first: later paths are placed through them
             self._place(path)
         for path in sorted(self.files):

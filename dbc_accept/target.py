@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from dbc_accept.secrecy import register_node_dat
 from dbc_accept.verdict import FactError
@@ -138,6 +140,32 @@ class LocalTarget:
         return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
 
+def call_within(seconds: float, fn: Callable[..., Any], *args: Any,
+                what: str = "for one command (--node-timeout)") -> Any:
+    """``fn(*args)``, or TimeoutError when it has not returned after ``seconds``.
+
+    The call goes on in a daemon thread that is left behind: a node that stopped answering
+    costs its time-out, not the run.
+    """
+    box: list[Any] = []
+
+    def work() -> None:
+        try:
+            box.append((True, fn(*args)))
+        except BaseException as exc:  # handed to the caller as it is
+            box.append((False, exc))
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not box:
+        raise TimeoutError(f"no answer within {seconds:g} s {what}")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
 # `cat`, `ls` and `readlink` messages under LC_ALL=C -> the OSError LocalTarget would raise.
 _ERRORS: tuple[tuple[str, type[OSError]], ...] = (
     ("No such file or directory", FileNotFoundError),
@@ -175,26 +203,66 @@ class TestinfraTarget:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, host: Any, name: str | None = None) -> None:
+    def __init__(self, host: Any, name: str | None = None, timeout: float | None = None,
+                 connect_timeout: float | None = None) -> None:
         self._host = host
         self.name: str = name or host.backend.get_pytest_id()
         self._unreachable: FactError | None = None
+        self.timeout = timeout  # seconds one remote command may take in all (None: no limit)
+        self.connect_timeout = connect_timeout  # seconds to connect and log in (paramiko)
+        self.round_trips = 0  # remote commands run
+        self._connected = False
+
+    @property
+    def unreachable(self) -> FactError | None:
+        """Why the node could not be reached (None: it could, or was not tried yet)."""
+        return self._unreachable
+
+    def _connect(self) -> None:
+        """paramiko: connect now, and send small packets at once (TCP_NODELAY).
+
+        Without it a command waits about 40 ms for Nagle's algorithm and the delayed ACK.
+        """
+        backend = self._host.backend
+        if backend.NAME != "paramiko":
+            self._connected = True
+            return
+        transport = backend.client.get_transport()
+        self._connected = True
+        sock = getattr(transport, "sock", None)
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _call(self, line: str, *args: str) -> Any:
+        if not self._connected:
+            if self.connect_timeout is None:
+                self._connect()
+            else:  # paramiko's own timeout covers the TCP connect, not a silent server
+                call_within(self.connect_timeout, self._connect,
+                            what="to connect (--node-connect-timeout)")
+        self.round_trips += 1
+        if self.timeout is None:
+            return self._host.run(line, *args)
+        return call_within(self.timeout, self._host.run, line, *args)
 
     def _exec(self, line: str, *args: str) -> tuple[int, str, str]:
         # A host that cannot be reached fails every fact at once (not after a time-out each)
-        # and never as an OSError, which gatherers would take for a missing file.
+        # and never as an OSError, which gatherers would take for a missing file. The error
+        # is raised afresh each time: its traceback must not grow with every raise.
         if self._unreachable is not None:
-            raise self._unreachable
+            raise self._unreachable.with_traceback(None)
         try:
-            out = self._host.run(line, *args)
+            out = self._call(line, *args)
         except Exception as exc:  # paramiko, socket and backend errors alike
-            self._unreachable = FactError(self.name, f"cannot connect: {_why(exc)}")
-            raise self._unreachable from None
+            lost = "stopped answering" if self._connected and isinstance(exc, TimeoutError) \
+                else "cannot connect"
+            self._unreachable = FactError(self.name, f"{lost}: {_why(exc)}")
+            raise self._unreachable.with_traceback(None) from None
         if out.rc == SSH_FAILED_RC and self._host.backend.NAME in ("ssh", "safe-ssh") and (
                 out.stderr_bytes.startswith(b"ssh:") or b"Permission denied (" in out.stderr_bytes):
             why = out.stderr_bytes.decode("utf-8", errors="replace").strip()
             self._unreachable = FactError(self.name, f"cannot connect: {why}")
-            raise self._unreachable
+            raise self._unreachable.with_traceback(None)
         stdout = out.stdout_bytes.decode("utf-8", errors="replace")
         stderr = out.stderr_bytes.decode("utf-8", errors="replace")
         return int(out.rc), stdout, stderr

@@ -46,7 +46,7 @@ class HostFacts:
                                                      verb="gather"))
         ok, value = self._cache[key]
         if not ok:
-            raise value
+            raise value.with_traceback(None)  # afresh: the traceback must not grow per raise
         return value  # type: ignore[no-any-return]
 
     def try_get(self, gatherer: Callable[..., T], *args: Any) -> T | None:

@@ -1,7 +1,10 @@
 """One live libvirt connection, through the URI the dbc program uses, for several checks.
 
 The probe runs as ``python3 -c PROBE URI`` on the node (python3-libvirt comes with
-virt-manager; this machine's interpreter has libvirt-python) and prints one JSON document:
+virt-manager; this machine's interpreter has libvirt-python). Where the node's python3 has
+no libvirt module (the install guide installs none), ``python3 -c VIRSH_PROBE URI`` asks
+the same of ``virsh`` (libvirt-clients, which the guide installs). Either prints one JSON
+document:
 whether it connected (else libvirt's error code and message), the capabilities' guest
 domain types, versions, every domain (state, whether it carries this tool's metadata, its
 host PCI devices) and every network (active, autostart).
@@ -66,6 +69,64 @@ try:
     conn.close()
 except libvirt.libvirtError as exc:
     out.update(error_code=exc.get_error_code(), error=str(exc))
+print(json.dumps(out))
+'''
+
+# The same document through virsh, for a python3 without the libvirt module.
+VIRSH_PROBE = r'''
+import json, re, subprocess, sys
+import xml.etree.ElementTree as ET
+NS = "urn:dbc-accept:vm:1"
+STATES = {"no state": "nostate", "running": "running", "idle": "blocked", "paused": "paused",
+          "in shutdown": "shutdown", "shut off": "shutoff", "crashed": "crashed",
+          "pmsuspended": "pmsuspended"}
+uri = sys.argv[1]
+def virsh(*args):
+    try:
+        p = subprocess.run(["virsh", "-q", "-c", uri] + list(args), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=50)
+    except FileNotFoundError:
+        return 127, "", "virsh: not found"
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+def packed(text):
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+    return int(m.group(1)) * 1000000 + int(m.group(2)) * 1000 + int(m.group(3)) if m else 0
+def hostdevs(xml):
+    found = []
+    for src in ET.fromstring(xml).findall("./devices/hostdev/source/address"):
+        a = src.attrib
+        try:
+            found.append("%04x:%02x:%02x.%x" % tuple(int(a.get(k, "0"), 16) for k in
+                                                    ("domain", "bus", "slot", "function")))
+        except ValueError:
+            pass
+    return found
+out = {"connected": False}
+rc, caps, err = virsh("capabilities")
+if rc != 0:
+    lines = [l[len("error: "):] if l.startswith("error: ") else l for l in err.strip().splitlines()]
+    out.update(error_code=-1 if rc == 127 else -2, error="; ".join(lines) or "virsh exited %d" % rc)
+    print(json.dumps(out)); sys.exit(0)
+out["connected"] = True
+found = ET.fromstring(caps).findall("./guest/arch/domain")
+out["domain_types"] = sorted({d.get("type") for d in found})
+version = dict(l.split(":", 1) for l in virsh("version")[1].splitlines() if ":" in l)
+out["lib_version"] = packed(version.get("Using library", ""))
+hv = version.get("Running hypervisor", "").split()
+out["hv_version"] = packed(" ".join(hv[1:]))
+out["hv_type"] = hv[0] if hv else ""
+out["domains"] = []
+for name in [n for n in virsh("list", "--all", "--name")[1].splitlines() if n.strip()]:
+    state = virsh("domstate", name)[1].strip()
+    out["domains"].append({"name": name, "state": STATES.get(state, "unknown"),
+                           "tagged": virsh("metadata", name, NS)[0] == 0,
+                           "hostdevs": hostdevs(virsh("dumpxml", name)[1] or "<domain/>")})
+out["networks"] = []
+for name in [n for n in virsh("net-list", "--all", "--name")[1].splitlines() if n.strip()]:
+    info = dict((k.strip(), v.strip()) for k, v in
+                (l.split(":", 1) for l in virsh("net-info", name)[1].splitlines() if ":" in l))
+    out["networks"].append({"name": name, "active": info.get("Active") == "yes",
+                            "autostart": info.get("Autostart") == "yes"})
 print(json.dumps(out))
 '''
 
@@ -145,15 +206,28 @@ def _parse_probe(doc: Any, uri: str) -> LibvirtProbe:
         domains=domains, networks=networks)
 
 
-def gather_libvirt(target: Target, uri: str = DEFAULT_URI) -> LibvirtProbe:
-    """Connect once and read everything the host checks need from libvirt."""
-    out = target.run(["python3", "-c", PROBE, uri], timeout=60)
+def _probe(target: Target, script: str, uri: str) -> LibvirtProbe:
+    out = target.run(["python3", "-c", script, uri], timeout=60)
     if not out.ok:
         raise FactError(f"the libvirt probe of {uri}", out.describe())
     try:
         return parse_probe(out.stdout, uri)
     except ValueError as exc:
         raise FactError(f"the libvirt probe's output for {uri}", str(exc), verb="parse") from None
+
+
+def gather_libvirt(target: Target, uri: str = DEFAULT_URI) -> LibvirtProbe:
+    """Connect once and read everything the host checks need from libvirt.
+
+    Through the libvirt Python module where the node's python3 has it, else through virsh.
+    """
+    probe = _probe(target, PROBE, uri)
+    if probe.connected or probe.error_code != -1:
+        return probe
+    virsh = _probe(target, VIRSH_PROBE, uri)
+    if virsh.connected or virsh.error_code != -1:
+        return virsh
+    return LibvirtProbe(uri, False, -1, f"{probe.error}; and {virsh.error} (libvirt-clients)")
 
 
 def libvirt_of(node: HostFacts) -> LibvirtProbe:

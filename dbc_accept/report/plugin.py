@@ -77,13 +77,17 @@ def _system_info(session: pytest.Session, state: ReportState) -> None:
     from dbc_accept.report.sysinfo import environment_rows, system_info
     from dbc_accept.verdict import FactError
 
+    found = nodes(session.config)
     try:
-        found = nodes(session.config)
         target = found[0].target if found else None
         state.info = system_info(rf.node_label(session.config), target)
     except FactError as exc:
         state.info = system_info(rf.node_label(session.config), None)
         state.info["error"] = str(exc)
+    if len(found) > 1:  # a fleet: each node's own
+        from dbc_accept.fleet import node_infos
+
+        state.info["nodes"] = node_infos(session.config)
     try:
         from pytest_metadata.plugin import metadata_key  # type: ignore[import-untyped]
     except ImportError:
@@ -184,6 +188,7 @@ def write_folder(state: ReportState, config: pytest.Config, exitstatus: int) -> 
            "counts": counts}
     rf.write_json(f / "results.json", {"run": run, "tests": tests}, r)
     rf.write_json(f / "system_info.json", state.info, r)
+    _write_fleet(state, config)
     rows = state.bench_rows
     if rows:
         rf.write_text(f / "bench.csv", rows_to_csv(rows), r)
@@ -198,6 +203,15 @@ def write_folder(state: ReportState, config: pytest.Config, exitstatus: int) -> 
         (f / "attachments").mkdir(exist_ok=True)
         for name, text in texts.items():
             rf.write_text(f / "attachments" / rf.attachment_name(name), text, r)
+
+
+def _write_fleet(state: ReportState, config: pytest.Config) -> None:
+    from dbc_accept.fleet import fleet_summary
+    from dbc_accept.report.fleet_table import fleet_csv
+
+    rows = fleet_summary(config, list(state.results.values()))
+    if rows:
+        rf.write_text(state.folder / "fleet.csv", fleet_csv(rows), state.redactor)
 
 
 def _iso(ts: float) -> str:
@@ -244,9 +258,14 @@ class ReportWriter:
     @pytest.hookimpl(optionalhook=True)  # pytest-html may be disabled (-p no:html)
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str],
                                     postfix: list[str], session: pytest.Session) -> None:
+        from dbc_accept.fleet import fleet_summary
+        from dbc_accept.report.fleet_table import fleet_html
         from dbc_accept.report.html import summary_html
 
         state = self.state
+        rows = fleet_summary(self.config, list(state.results.values()))
+        if rows:
+            prefix.append(fleet_html(rows))
         prefix.append(summary_html(str(state.folder), state.info, state.bench_rows,
                                    _png(state), state.attachments, state.redactor))
 

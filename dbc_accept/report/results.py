@@ -17,6 +17,7 @@ class TestResult:
     __test__ = False  # not a test class
 
     id: str
+    node: str = ""  # the node a host test checked ("" for the others)
     outcome: str = "passed"  # passed | warned | failed | error | skipped | xfailed | xpassed
     duration: float = 0.0
     observed: str = ""
@@ -61,6 +62,7 @@ def update(result: TestResult, report: pytest.TestReport) -> None:
     """Fold one phase's report (setup, call, teardown) into the test's result."""
     result.duration += float(report.duration or 0.0)
     p = props(report)
+    result.node = str(p.get("dbc_node", result.node))
     result.attachments.extend((str(n), str(t)) for n, t in p.get("dbc_attachments", []))
     if report.when == "call" or not report.passed:
         findings = list(p.get("dbc_findings", []))

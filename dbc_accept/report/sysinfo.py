@@ -17,10 +17,14 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+GPU_QUERY = ("nvidia-smi", "--query-gpu=index,name,driver_version,memory.total,pci.bus_id",
+             "--format=csv,noheader")
+KERNEL_RELEASE = "/proc/sys/kernel/osrelease"
+
+
 def gpu_info(target: Target) -> dict[str, Any]:
     """GPUs, driver and CUDA as ``nvidia-smi`` on the node tells them (empty when absent)."""
-    query = target.run(["nvidia-smi", "--query-gpu=index,name,driver_version,memory.total,"
-                        "pci.bus_id", "--format=csv,noheader"], timeout=20)
+    query = target.run(GPU_QUERY, timeout=20)
     if not query.ok:
         return {"nvidia_smi": query.describe()}
     gpus = []
@@ -46,7 +50,7 @@ def system_info(node: str, target: Target | None) -> dict[str, Any]:
     if target is not None:
         info["target"] = target.name
         try:
-            info["kernel"] = target.read_text("/proc/sys/kernel/osrelease").strip()
+            info["kernel"] = target.read_text(KERNEL_RELEASE).strip()
         except OSError as exc:
             info["kernel"] = f"could not read /proc/sys/kernel/osrelease: {exc}"
         info.update(gpu_info(target))
