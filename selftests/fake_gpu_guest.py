@@ -39,6 +39,9 @@ def probe_docs() -> dict[str, dict[str, Any]]:
                  "cuda_driver": 13000,
                  "gpus": [{"index": i, "name": NAME, "bus_id": b, "pci_device_id": 590680286,
                            "memory_total": 150754820096} for i, b in enumerate(BUSES)]},
+        "gpu_free": {"source": "pynvml", "seconds": 1.0, "gpus": per_gpu(
+            bus_id="", memory_total=150754820096, memory_used=648347648, processes=[],
+            process_kinds=["compute", "graphics"], utilization=[0, 0, 0, 0, 0, 0])},
         "torch_info": {"python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0",
                        "cudnn": 91900, "cuda_available": True,
                        "devices": per_gpu(total_memory=150754820096, capability="9.0",

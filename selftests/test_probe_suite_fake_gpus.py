@@ -58,6 +58,22 @@ def _xid_later() -> Callable[[str], str]:
     return edit
 
 
+def _foreign_process(doc: dict) -> dict:  # type: ignore[type-arg]
+    doc["gpus"][1]["processes"] = [{"pid": 4242, "name": "python3", "type": "compute",
+                                    "used_bytes": 2 << 30}]
+    return doc
+
+
+def _memory_held(doc: dict) -> dict:  # type: ignore[type-arg]
+    doc["gpus"][0]["memory_used"] = 120 << 30  # a process in another container, not listed
+    return doc
+
+
+def _busy(doc: dict) -> dict:  # type: ignore[type-arg]
+    doc["gpus"][0]["utilization"] = [31, 30, 29, 30, 31, 30]
+    return doc
+
+
 XID79 = "[ 80.0] NVRM: Xid (PCI:0000:00:07): 79, GPU has fallen off the bus.\n"
 FAULTS = {
     "stress": {"stress": _stress_mismatch},
@@ -68,6 +84,9 @@ FAULTS = {
     # Whatever the column alignment of the captured nvidia-smi -q output.
     "remap": {"smi-q": lambda t: re.sub(r"(Remapping Failure Occurred\s+: )No", r"\g<1>Yes", t,
                                         count=1)},
+    "process": {"gpu_free": _foreign_process},
+    "memory-held": {"gpu_free": _memory_held},
+    "busy": {"gpu_free": _busy},
     "no-torch": {"torch_info": lambda d: {"error": "torch not installed (No module named "
                                                    "'torch')"}},
 }
@@ -107,6 +126,9 @@ def test_two_healthy_h200s_pass_everything(suite: pytest.Pytester) -> None:
     ("xid-later", {"test_no_xid_under_load"}),
     ("remap", {"test_memory_repair[gpu0]"}),
     ("no-torch", {"test_cuda_available"}),
+    ("process", {"test_gpu_no_other_process[gpu1]"}),
+    ("memory-held", {"test_gpu_memory_free_at_start[gpu0]"}),
+    ("busy", {"test_gpu_idle[gpu0]"}),
 ])
 def test_each_fault_fails_its_tests(suite: pytest.Pytester, fault: str,
                                     expected: set[str]) -> None:
