@@ -302,6 +302,31 @@ def test_ddp_throughput_is_the_slowest_ranks() -> None:
         "verdict"] == "scaling ok"
 
 
+def test_launch_bound_runs_are_reported_without_a_verdict() -> None:
+    """DBC's ResNet-50 training at batch 6 at 0.70 x the H200 figure (a slower host CPU):
+    the figure and the ratio are shown, the reason given, and nothing fails."""
+    table = reference.load()
+    legacy = Setting("NVIDIA H200", "resnet50", "train", "fp32", "dp", 6, legacy=True)
+    figure = table.lookup(legacy)
+    assert figure is not None
+    cmp = compare(table, legacy, 0.70 * figure.images_per_s, 0.85)
+    assert cmp.ok is None and cmp.reference is None
+    assert cmp.anchor_ratio == pytest.approx(0.70) and "launch-bound" in cmp.no_verdict
+    assert all(reference.launch_bound(Setting("g", r.model, r.mode, r.precision, r.parallel,
+                                              r.batch, legacy=r.legacy))
+               for r in profile("dbc-legacy").runs)
+    for name in ("quick", "default", "full"):  # their batches keep the GPU busy
+        assert not any(reference.launch_bound(Setting("g", r.model, r.mode, r.precision,
+                                                      r.parallel, r.batch))
+                       for r in profile(name).runs), name
+    line = result_line("resnet50-train-fp32-dp", 6 / (0.70 * figure.images_per_s))
+    line["spec"] = {**line["spec"], "parallel": "dp", "batch": 6, "legacy": True}
+    line["batch"], line["id"] = 6, "resnet50-train-fp32-dp-legacy"
+    judged = bench_with(line).judged(RunSpec("resnet50", "train", "fp32", "dp", 6, legacy=True))
+    assert judged.row["verdict"] == "launch-bound" and judged.row["anchor_ratio"] == \
+        pytest.approx(0.70, abs=1e-3)
+
+
 def test_missing_and_failed_runs_fail() -> None:
     bench = bench_with(result_line("resnet50-train-mixed-1gpu", 0.03, status="error",
                                    reason="RuntimeError: CUDA error: ECC"))

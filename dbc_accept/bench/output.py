@@ -61,6 +61,8 @@ def row(line: dict[str, Any], env: dict[str, Any], summary: Summary,
     s = cmp.setting
     ref, anchor = cmp.reference, cmp.anchor
     verdict = "no reference" if cmp.ok is None else ("pass" if cmp.ok else "fail")
+    if cmp.no_verdict:
+        verdict = "launch-bound"
     return {
         "id": line["id"], "gpu": s.gpu, "gpus": len(env.get("gpus") or []), "model": s.model,
         "mode": s.mode, "precision": s.precision, "dtype": line.get("dtype", ""),
