@@ -20,6 +20,7 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -121,12 +122,7 @@ def pytest_stage(name: str, args: list[str], out: Path, limit: float,
             doc["load_ready"] = bg.ready or "the load never said it was ready"
             doc["load_start_s"] = round(time.monotonic() - t0, 2)
         t1 = time.monotonic()
-        try:
-            proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, timeout=limit)
-            doc["rc"], text = proc.returncode, proc.stdout
-        except subprocess.TimeoutExpired as exc:
-            doc["rc"], text = "timeout", str(exc.stdout or "")
+        doc["rc"], text = run_group(argv, env, limit)
         doc["pytest_s"] = round(time.monotonic() - t1, 2)
     finally:
         if bg is not None:
@@ -136,6 +132,20 @@ def pytest_stage(name: str, args: list[str], out: Path, limit: float,
     records = read_records(log)
     doc.update(digest(records), records=records)
     return doc
+
+
+def run_group(argv: list[str], env: dict[str, str], limit: float) -> tuple[Any, str]:
+    """Run ``argv`` in a process group of its own; past ``limit`` seconds the group is
+    killed (pytest and the probes it started), and the return code is 'timeout'."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=max(1.0, limit))
+        return proc.returncode, out.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return "timeout", out.decode(errors="replace")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

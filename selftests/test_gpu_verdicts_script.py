@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -170,3 +171,19 @@ def test_cpu_check_end_to_end(tmp_path: Path) -> None:
     assert set(doc["burn"]["0"]) == {"bf16", "fp16", "tf32", "fp32"}
     text = (tmp_path / "summary.txt").read_text()
     assert "[expect-gpus]" in text and "FAILED test_gpu_count" in text and "[burn]" in text
+
+
+def test_a_stage_past_its_time_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    gv = load()
+    pid_file = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(60)']); open(sys.argv[1], 'w').write(str(p.pid)); "
+            "print('started', flush=True); time.sleep(60)")
+    t0 = time.monotonic()
+    rc, out = gv.run_group([sys.executable, "-c", code, str(pid_file)], dict(os.environ), 3.0)
+    assert rc == "timeout" and "started" in out and time.monotonic() - t0 < 30
+    status = Path(f"/proc/{pid_file.read_text()}/status")
+    deadline = time.monotonic() + 10
+    while status.exists() and "zombie" not in status.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not status.exists() or "zombie" in status.read_text()
