@@ -8,7 +8,7 @@
 # logs/. Needs python3 with torch (CUDA), pytest and this project importable (installed, or
 # run from a checkout: this script puts the checkout first on PYTHONPATH).
 # Options (scripts/gpu_verdicts.py --help): --budget S, --stress-seconds S, --burn-runs N,
-# --cpu-check (the same logic without a GPU).
+# --profile P (default runpod), --only STAGES, --cpu-check (the same logic without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

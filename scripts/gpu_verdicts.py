@@ -244,7 +244,8 @@ def gpu_count(device: str) -> int:
 def plan(args: argparse.Namespace) -> list[tuple[str, str, list[str], str]]:
     """(stage, kind, pytest arguments, load) in the order they run."""
     cpu = args.device != "cuda"
-    common = ["--guest", "local", "--no-report", "-p", "no:cacheprovider", "-q", "-rfEs"]
+    common = ["--guest", "local", "--profile", args.profile, "--no-report", "-p",
+              "no:cacheprovider", "-q", "-rfEs"]
     if cpu:  # no GPU here: every GPU test skips; the flow is what is checked
         common += ["--expect-gpus", "0"]
     stress = ["--stress-seconds", f"{args.stress_seconds:g}"]
@@ -279,10 +280,33 @@ def clean_burn(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"source": "clean run", "gpus": gpus} if gpus else {}
 
 
+def environment() -> dict[str, Any]:
+    """The machine in a few facts (no torch import: it would cost seconds)."""
+    from importlib import metadata
+
+    env: dict[str, Any] = {"python": sys.version.split()[0]}
+    for dist in ("torch", "pytest", "nvidia-ml-py", "pynvml"):
+        try:
+            env[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            env[dist] = None
+    try:
+        env["gpus"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name,pci.device_id,driver_version,memory.total,"
+             "memory.used,power.limit", "--format=csv,noheader"], capture_output=True,
+            text=True, timeout=30, check=False).stdout.strip().splitlines()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        env["gpus"] = f"nvidia-smi: {exc}"
+    env["cpus"] = os.cpu_count()
+    return env
+
+
 def run_all(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     t0 = time.monotonic()
-    doc: dict[str, Any] = {"budget_s": args.budget, "device": args.device, "stages": [],
-                           "skipped": [], "burn_runs": []}
+    doc: dict[str, Any] = {"budget_s": args.budget, "device": args.device,
+                           "profile": args.profile, "stress_seconds": args.stress_seconds,
+                           "environment": environment(), "stages": [], "skipped": [],
+                           "burn_runs": []}
     burn_extra = [] if args.device == "cuda" else ["--device", "cpu", "--n", "64"]
     for name, kind, pytest_args, load in plan(args):
         left = args.budget - (time.monotonic() - t0)
@@ -305,8 +329,11 @@ def run_all(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def text_summary(doc: dict[str, Any]) -> str:
+    env = doc.get("environment") or {}
     lines = [f"gpu-verdicts: {doc['wall_s']:.0f} s of {doc['budget_s']:.0f} s "
-             f"(device {doc['device']})"]
+             f"(device {doc['device']}, --profile {doc.get('profile')}, --stress-seconds "
+             f"{doc.get('stress_seconds')}); python {env.get('python')}, torch "
+             f"{env.get('torch')}; GPUs: {env.get('gpus')}"]
     for st in doc["stages"]:
         counts = ", ".join(f"{v} {k}" for k, v in sorted(st["counts"].items()))
         load = f" under a load that {st['load']} ({st.get('load_ready', '')})" \
@@ -340,6 +367,9 @@ def main() -> int:
     p.add_argument("--estimate-scale", type=float, default=1.0,
                    help="scale the stage estimates of the budget guard")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--profile", default="runpod",
+                   help="the suite's --profile (default runpod: the lent GPU machines have a "
+                   "64 GiB disk, below the 100 GiB of DBC's profile, a host fact, not a GPU's)")
     p.add_argument("--cpu-check", action="store_true",
                    help="without a GPU: CPU loads and burn, no GPU expected")
     p.add_argument("--only", default="", help="comma-separated stages (clean, load-hold, "

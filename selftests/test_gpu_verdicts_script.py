@@ -71,7 +71,8 @@ def test_burn_table_from_the_clean_run_and_probe_runs() -> None:
 
 def test_plan_in_cpu_mode_and_only() -> None:
     gv = load()
-    args = gv.argparse.Namespace(device="cpu", stress_seconds=6.0, burn_runs=3, only="")
+    args = gv.argparse.Namespace(device="cpu", stress_seconds=6.0, burn_runs=3, only="",
+                                 profile="runpod")
     stages = gv.plan(args)
     names = [s[0] for s in stages]
     assert names == ["clean", "load-hold", "load-full", "load-partial", "expect-gpus",
@@ -145,6 +146,7 @@ def test_budget_guard_leaves_out_what_would_overrun(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(gv, "pytest_stage", stage)
     monkeypatch.setattr(gv, "burn_run", burn)
     args = gv.argparse.Namespace(device="cpu", stress_seconds=6.0, burn_runs=3, only="",
+                                 profile="runpod",
                                  budget=150.0, estimate_scale=1.0)
     doc = gv.run_all(args, tmp_path)
     # 70 + 3 x 17 + 17 (expect-gpus) = 138; 12 s left: burn2 (10) fits, burn3 would not
