@@ -41,6 +41,10 @@ def test_cnn(cnn_bench: CnnBench, bench_run: RunSpec,
     if ref is None:
         if sc is not None:
             return  # judged on its scaling above: DDP figures depend on the interconnect
+        if cmp.no_verdict:
+            anchor = f" = {cmp.anchor_ratio:.2f} x {cmp.anchor.describe()}" if cmp.anchor else ""
+            pytest.skip(f"{cmp.setting.describe()}: measured {r.row['images_per_s']:,.0f} "
+                        f"images/s{anchor}; no verdict: {cmp.no_verdict}")
         pytest.skip(f"no reference for {cmp.setting.describe()}: measured "
                     f"{r.row['images_per_s']:,.0f} images/s (no verdict)")
     check(bool(cmp.ok), "bench.throughput",

@@ -249,6 +249,13 @@ REMEDIES: dict[str, Remedy] = {
     "guest.cuda": Remedy(
         "install a CUDA build of PyTorch that the driver supports (`pip3 install torch` from "
         "pytorch.org's index for your CUDA version); check `nvidia-smi` first"),
+    "guest.gpu_in_use": Remedy(
+        "something else uses the GPU: stop the processes named (`nvidia-smi` lists them, "
+        "`kill PID`), or rent out only GPUs nothing else uses"),
+    "guest.burn_rate": Remedy(
+        "the GPU computes slower than its model: another process shares it (`nvidia-smi`), or "
+        "clocks or power are held down (the burn's clocks, power and throttle reasons say "
+        "which: check cooling, power cables, `nvidia-smi -q -d PERFORMANCE,POWER`)"),
     "guest.vram": Remedy(
         "the GPU shows less memory than its model has: another process holds it, or the card "
         "is faulty or a different model; compare `nvidia-smi -q -d MEMORY` with the datasheet "

@@ -24,6 +24,21 @@ def stats(median: float) -> dict[str, float]:
             "spread": 0.03}
 
 
+TELEMETRY = {"source": "pynvml", "samples": 120, "temp_c_max": 71, "power_w_max": 699.0,
+             "power_w": stats(650.0), "sm_mhz": stats(1980.0), "mem_mhz": stats(3201.0),
+             "reasons_seen": 0x5, "hw_slowdown_samples": 0, "pcie_gen_max": 5,
+             "pcie_width_max": 16}
+BURN = {"fp32": 48.1, "tf32": 254.6, "fp16": 416.3, "bf16": 424.2}  # TFLOP/s, H200
+
+
+def burn_phase(precision: str) -> dict[str, Any]:
+    rate = BURN[precision]
+    return {"supported": True, "dtype": {"fp16": "float16", "bf16": "bfloat16"}.get(
+        precision, "float32"), "iterations": int(rate * 15 / 1.1), "seconds": 15.0,
+        "tflops": rate, "mismatched_elements": 0, "inexact_elements": 0, "first_finite": True,
+        "checksum": f"{precision}-0000000000000001", "norm": 8.4e5, "telemetry": TELEMETRY}
+
+
 def per_gpu(**fields: Any) -> list[dict[str, Any]]:
     return [{"index": i, "name": NAME, **json.loads(json.dumps(fields))} for i in range(2)]
 
@@ -39,6 +54,9 @@ def probe_docs() -> dict[str, dict[str, Any]]:
                  "cuda_driver": 13000,
                  "gpus": [{"index": i, "name": NAME, "bus_id": b, "pci_device_id": 590680286,
                            "memory_total": 150754820096} for i, b in enumerate(BUSES)]},
+        "gpu_free": {"source": "pynvml", "seconds": 1.0, "gpus": per_gpu(
+            bus_id="", memory_total=150754820096, memory_used=648347648, processes=[],
+            process_kinds=["compute", "graphics"], utilization=[0, 0, 0, 0, 0, 0])},
         "torch_info": {"python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0",
                        "cudnn": 91900, "cuda_available": True,
                        "devices": per_gpu(total_memory=150754820096, capability="9.0",
@@ -56,12 +74,10 @@ def probe_docs() -> dict[str, dict[str, Any]]:
             seconds=9.5, complete=True,
             patterns={n: {"passes": p, "errors": 0, "seconds": 3.0}
                       for n, p in (("walking", 64), ("address", 2), ("random", 1))})},
-        "stress": {"seconds": 60, "tolerance": 0.05, "gpus": per_gpu(
+        "stress": {"seconds": 60, "tolerance": 0.05, "seed": 100, "gpus": per_gpu(
             dtype="bfloat16", n=8192, tolerance=0.05, iterations=30000, seconds=60.0,
-            tflops=650.0, mismatched_elements=0, inexact_elements=0, first_finite=True,
-            telemetry={"source": "pynvml", "samples": 120, "temp_c_max": 71,
-                       "power_w_max": 699.0, "sm_mhz": stats(1980.0), "reasons_seen": 0x5,
-                       "hw_slowdown_samples": 0, "pcie_gen_max": 5, "pcie_width_max": 16})},
+            tflops=BURN["bf16"], mismatched_elements=0, inexact_elements=0, first_finite=True,
+            telemetry=TELEMETRY, precisions={p: burn_phase(p) for p in BURN})},
         "multi_gpu": {"count": 2, "p2p": [[True, True], [True, True]],
                       "allreduce": [[{"bytes": 1 << 30, "exact": True, "algbw_GBps": 120.0,
                                       "busbw_GBps": 120.0}]] * 2,
@@ -104,6 +120,7 @@ class FakeGpuGuest:
         self.faults = faults or {}
         self.passed_gpus = [PassedGpu(f"0000:{b}:00.0", "10de:2335") for b in ("18", "2a")]
         self.docs = probe_docs()
+        self.ran: list[str] = []  # the probes run, in order
 
     def _answer(self, name: str, value: Any) -> Any:
         return self.faults[name](value) if name in self.faults else value
@@ -112,6 +129,7 @@ class FakeGpuGuest:
         args = tuple(argv)
         out: Any = None
         if args[0] == "python3":
+            self.ran.append(Path(args[1]).stem)
             out = json.dumps(self._answer(Path(args[1]).stem,
                                           self.docs[Path(args[1]).stem]))
         elif args[0] == "nvidia-smi":

@@ -60,8 +60,9 @@ def test_reference_figures_each_have_a_source() -> None:
     assert h200.source.startswith("dbc-accept default profile (cudnn.benchmark, limit 3")
     assert "lower of two runs" in h200.source
     assert "4,361, the same settings with 3.0 s measured 4,327" in h200.note
-    lam = table.lookup(Setting("NVIDIA GeForce RTX 3090", "resnet50", "train", "fp32",
-                               "single", 64))
+    rtx = Setting("NVIDIA GeForce RTX 3090", "resnet50", "train", "fp32", "single", 64)
+    assert table.lookup(rtx) is None  # Lambda's figure is a comparison, not a reference
+    lam = table.lookup(rtx, reference.COMPARISON)
     assert lam is not None and lam.images_per_s == 513 and lam.kind == "published"
     assert "Lambda" in lam.source
 
@@ -99,6 +100,22 @@ def test_anchor_figures_are_shown_never_judged() -> None:
     assert ddp.ratio is None and ddp.ok is None
     assert ddp.anchor is not None and ddp.anchor.per_gpu_of_single
     assert ddp.anchor_ratio == pytest.approx(4288 / 4327)
+
+
+def test_no_published_figure_is_a_verdict() -> None:
+    """Figures measured another way (published) are shown next to a run, never judge it:
+    each one's own setting, at every batch and GPU count, finds no published reference."""
+    table = reference.load()
+    published = [f for f in table.figures if table.sources[f["source"]]["kind"] == "published"]
+    assert published  # the check sees the published figures
+    for f in published:
+        for batch in {f["batch"] or 64, 128, 256}:
+            for parallel, world in (("single", 1), ("ddp", 2)):
+                s = Setting(table.gpu_key(f["gpu"]) or f["gpu"], f["model"], f["mode"],
+                            f["precision"], parallel, batch, world=world,
+                            legacy=bool(f.get("legacy")))
+                cmp = compare(table, s, float(f["images_per_s"]), 0.85)
+                assert cmp.reference is None or cmp.reference.kind != "published", (f, s)
 
 
 def test_source_roles_are_checked() -> None:
@@ -269,6 +286,45 @@ def test_ddp_scaling_is_against_this_runs_single_gpu_figure() -> None:
     assert sc.against.startswith("the single-GPU reference, 4,327 images/s")
     one = bench_with(single).judged(RunSpec("resnet50", "train", "mixed", "single", 128))
     assert one.scaling is None and one.row["scaling"] is None
+
+
+def test_ddp_throughput_is_the_slowest_ranks() -> None:
+    """Rank 1 three times slower than rank 0 (whose step times the line carries)."""
+    single = result_line("resnet50-train-mixed-1gpu", 128 / 4000)
+    slow = ddp_line("resnet50-train-mixed-ddp", 128 / 4000)
+    slow["rank_median_s"] = [128 / 4000, 3 * 128 / 4000]
+    judged = bench_with(single, slow).judged(RunSpec("resnet50", "train", "mixed", "ddp", 128))
+    assert judged.row["images_per_s_per_gpu"] == pytest.approx(4000 / 3, rel=1e-3)
+    assert judged.scaling is not None and judged.scaling.efficiency == pytest.approx(1 / 3)
+    assert judged.row["verdict"] == "scaling low"
+    even = bench_with(single, ddp_line("resnet50-train-mixed-ddp", 128 / 4000))
+    assert even.judged(RunSpec("resnet50", "train", "mixed", "ddp", 128)).row[
+        "verdict"] == "scaling ok"
+
+
+def test_launch_bound_runs_are_reported_without_a_verdict() -> None:
+    """DBC's ResNet-50 training at batch 6 at 0.70 x the H200 figure (a slower host CPU):
+    the figure and the ratio are shown, the reason given, and nothing fails."""
+    table = reference.load()
+    legacy = Setting("NVIDIA H200", "resnet50", "train", "fp32", "dp", 6, legacy=True)
+    figure = table.lookup(legacy)
+    assert figure is not None
+    cmp = compare(table, legacy, 0.70 * figure.images_per_s, 0.85)
+    assert cmp.ok is None and cmp.reference is None
+    assert cmp.anchor_ratio == pytest.approx(0.70) and "launch-bound" in cmp.no_verdict
+    assert all(reference.launch_bound(Setting("g", r.model, r.mode, r.precision, r.parallel,
+                                              r.batch, legacy=r.legacy))
+               for r in profile("dbc-legacy").runs)
+    for name in ("quick", "default", "full"):  # their batches keep the GPU busy
+        assert not any(reference.launch_bound(Setting("g", r.model, r.mode, r.precision,
+                                                      r.parallel, r.batch))
+                       for r in profile(name).runs), name
+    line = result_line("resnet50-train-fp32-dp", 6 / (0.70 * figure.images_per_s))
+    line["spec"] = {**line["spec"], "parallel": "dp", "batch": 6, "legacy": True}
+    line["batch"], line["id"] = 6, "resnet50-train-fp32-dp-legacy"
+    judged = bench_with(line).judged(RunSpec("resnet50", "train", "fp32", "dp", 6, legacy=True))
+    assert judged.row["verdict"] == "launch-bound" and judged.row["anchor_ratio"] == \
+        pytest.approx(0.70, abs=1e-3)
 
 
 def test_missing_and_failed_runs_fail() -> None:

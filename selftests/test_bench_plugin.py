@@ -212,3 +212,36 @@ def test_ddp_scaling_is_warned_about_and_plotted_per_gpu(pytester: pytest.Pytest
     rows = json.loads((folder / "bench.json").read_text())["rows"]
     assert {r["id"]: r["scaling"] for r in rows if r["parallel"] == "ddp"}[
         "resnet152-train-mixed-ddp"] == pytest.approx(0.6)
+
+
+LEGACY_PROBE = '''
+import json, sys
+plan = json.load(open(sys.argv[1]))
+def emit(obj):
+    print("DBCBENCH " + json.dumps(obj), flush=True)
+emit({"kind": "env", "cuda_available": True, "torchvision": "0.26.0", "torch": "2.11.0",
+      "cuda": "13.0", "mixed_dtype": "bfloat16", "gpus": [{"name": "NVIDIA H200"}]})
+for spec in plan["runs"]:
+    step = spec["batch"] / (0.70 * %s)  # a slower host CPU launches the kernels
+    emit({"kind": "result", "id": spec["id"], "status": "ok", "spec": dict(spec, world=1),
+          "batch": spec["batch"], "dtype": "float32", "times_s": [step] * 50, "setup_s": 0.3,
+          "warmup_s": 0.2, "warmup_steps": 5, "first_step_s": 0.1, "measure_s": 50 * step})
+emit({"kind": "done", "total_s": 2.0})
+'''
+
+
+def test_launch_bound_legacy_run_reports_its_figure_without_a_verdict(
+        pytester: pytest.Pytester) -> None:
+    setup(pytester)
+    ref = TABLE.lookup(Setting("NVIDIA H200", "resnet50", "train", "fp32", "dp", 6, legacy=True))
+    assert ref is not None
+    probe = pytester.path / "legacy_probe.py"
+    probe.write_text(LEGACY_PROBE % ref.images_per_s)
+    result = pytester.runpytest_inprocess(
+        "benchmarks", "-m", "benchmark", "--guest", "local", "--bench-profile", "dbc-legacy",
+        "-k", "resnet50-train", "--fake-probe", str(probe), "--no-report", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([
+        "*resnet50-train-fp32-dp-legacy*0.70 x anchor*",
+        "*SKIPPED*measured * images/s = 0.70 x *; no verdict: launch-bound: at batch 6*",
+    ])

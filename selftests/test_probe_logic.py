@@ -88,6 +88,15 @@ def test_vram_patterns_find_a_flipped_bit() -> None:
     assert out["walking"]["errors"] == 0
 
 
+def test_vram_pass_completed_after_the_time_limit_counts() -> None:
+    """Time is up before the patterns start: each still writes and verifies once, and
+    counts that pass (the test is complete)."""
+    vram = load("vram")
+    chunks = [torch.empty(1 << 16, dtype=torch.uint8) for _ in range(3)]
+    out = vram.run_patterns(torch, chunks, torch.device("cpu"), 0)
+    assert all(p["passes"] >= 1 and p["errors"] == 0 for p in out.values()), out
+
+
 def test_vram_plan_covers_ninety_percent() -> None:
     vram = load("vram")
     for free in (8 << 30, 24 << 30, 140 << 30):
@@ -158,3 +167,24 @@ def test_stress_burn_loop_on_the_cpu() -> None:
     (entry,) = doc["gpus"]
     assert entry["iterations"] >= 20 and entry["mismatched_elements"] == 0
     assert entry["first_finite"] and "telemetry" in entry
+    assert doc["precisions"] == ["fp32", "tf32", "fp16", "bf16"] == sorted(
+        entry["precisions"], key=doc["precisions"].index)
+    for precision, phase in entry["precisions"].items():
+        assert phase["iterations"] >= 20 and phase["tflops"] > 0, precision
+        assert phase["inexact_elements"] == 0 and "telemetry" in phase, precision
+    again = run("stress", "--device", "cpu", "--n", "64", "--seconds", "0.2")["gpus"][0]
+    for precision, phase in again["precisions"].items():  # one seed: the same product
+        assert phase["checksum"] == entry["precisions"][precision]["checksum"], precision
+
+
+def test_stress_checksum_sees_one_bit() -> None:
+    stress = load("stress")
+    for dtype in (torch.float32, torch.bfloat16):
+        t = torch.randn(40, 30).to(dtype)
+        flipped = t.clone()
+        flipped.view(torch.int16 if dtype == torch.bfloat16 else torch.int32)[7, 3] ^= 1
+        swapped = t.clone()
+        swapped[[0, 1]] = t[[1, 0]]  # the same values elsewhere
+        sums = {stress.checksum(torch, x, rows=8) for x in (t, flipped, swapped)}
+        assert len(sums) == 3 and stress.checksum(torch, t, rows=8) == stress.checksum(
+            torch, t.clone(), rows=3)

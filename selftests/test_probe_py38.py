@@ -16,7 +16,7 @@ if not PY38.is_file():
     unavailable(f"{PY38} is not installed here", module=True)
 # The in-guest test probes (the benchmark's take a plan file and are tested with it).
 GUEST_PROBES = ("sysinfo", "nvml", "torch_info", "matmul", "train", "transfer", "vram",
-                "stress", "multi_gpu")
+                "stress", "multi_gpu", "gpu_free")
 
 
 def test_every_probe_compiles_on_python38(tmp_path: Path) -> None:
@@ -38,5 +38,7 @@ def test_probe_answers_json_on_python38(name: str) -> None:
         assert doc["python"].startswith("3.8")
     elif name == "nvml":  # ctypes fallback: no driver here
         assert "libnvidia-ml" in doc["error"] or "NVML" in doc["error"]
+    elif name == "gpu_free":  # NVML only, never torch: nvidia-smi fallback, absent here
+        assert "nvidia-smi" in doc["error"], doc
     else:
         assert doc["error"].startswith("torch not installed"), doc

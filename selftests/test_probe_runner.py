@@ -52,7 +52,7 @@ def test_sysinfo_runs_in_a_local_guest(tmp_path: Path) -> None:
 
 def test_known_probes() -> None:
     assert {"sysinfo", "torch_info", "nvml", "matmul", "train", "transfer", "vram", "stress",
-            "multi_gpu"} <= set(probe_names())
+            "multi_gpu", "gpu_free"} <= set(probe_names())
     assert "dbcprobe" not in probe_names()
 
 

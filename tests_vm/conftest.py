@@ -24,12 +24,14 @@ from typing import Any, Callable
 import pytest
 
 from dbc_accept.facts import HostFacts
+from dbc_accept.facts.gpu_guest import gather_kernel_log
 from dbc_accept.guest.probe import ProbeRunner
 from dbc_accept.guest.profiles import profile
-from dbc_accept.guest.slots import expected_gpu_count, gpu_slots
+from dbc_accept.guest.slots import KERNEL_LOG_BEFORE_BURN, expected_gpu_count, gpu_slots
+from dbc_accept.verdict import FactError
 
 # Time limits of the probes (seconds); the stress and VRAM ones add their own length.
-PROBE_TIMEOUT = {"torch_info": 120, "nvml": 60, "matmul": 300, "train": 300,
+PROBE_TIMEOUT = {"gpu_free": 60, "torch_info": 120, "nvml": 60, "matmul": 300, "train": 300,
                  "transfer": 300, "multi_gpu": 420}
 
 
@@ -99,9 +101,18 @@ def thresholds(request: pytest.FixtureRequest) -> dict[str, Any]:
     return profile(str(request.config.getoption("dbc_profile")))
 
 
+def _kernel_log(guest: Any) -> str | FactError:
+    try:
+        return gather_kernel_log(guest)
+    except FactError as exc:  # the Xid check after the burn fails with it, not the burn
+        return exc
+
+
 @pytest.fixture(scope="session")
-def probe(probes: ProbeRunner, request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
-    """``probe(name)``: the probe's JSON with this run's arguments (cached)."""
+def probe(probes: ProbeRunner, guest: Any,
+          request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
+    """``probe(name)``: the probe's JSON with this run's arguments (cached). The stress
+    probe's first run reads the kernel log just before it (the Xid check's baseline)."""
     stress = float(request.config.getoption("dbc_stress_seconds"))
     args: dict[str, tuple[list[str], float]] = {
         "stress": (["--seconds", f"{stress:g}"], stress + 180),
@@ -110,13 +121,18 @@ def probe(probes: ProbeRunner, request: pytest.FixtureRequest) -> Callable[..., 
 
     def run(name: str) -> dict[str, Any]:
         argv, timeout = args.get(name, ([], float(PROBE_TIMEOUT.get(name, 120))))
+        if name == "stress" and KERNEL_LOG_BEFORE_BURN not in request.config.stash:
+            request.config.stash[KERNEL_LOG_BEFORE_BURN] = _kernel_log(guest)
         return probes.get(name, argv, timeout=timeout)
 
     return run
 
 
 def _stage(item: pytest.Item) -> int:
-    """Unit tests first (health read on an idle GPU), then integration, the burn last."""
+    """The GPUs are free: first, before any probe; then the other unit tests (health read on
+    an idle GPU), then integration, the burn last."""
+    if Path(item.path).name == "test_unit_gpu_free.py":
+        return -1
     if item.get_closest_marker("unit") is not None:
         return 0
     return 2 if item.get_closest_marker("slow") is not None else 1

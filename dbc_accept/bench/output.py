@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from typing import Any
 
 from dbc_accept.bench.reference import Comparison, ReferenceTable, Setting, compare
@@ -33,11 +34,24 @@ def setting_of(line: dict[str, Any], env: dict[str, Any]) -> Setting:
                    world=int(spec.get("world", 1)), legacy=bool(spec.get("legacy")))
 
 
+def slowest_rank(summary: Summary, line: dict[str, Any], images_per_step: int) -> Summary:
+    """A DDP run's throughput is its slowest rank's: every rank handles the same batch, and
+    the job (the renter's training) goes at the pace of the last rank to finish its step.
+    A sum of per-rank rates would let fast ranks hide a slow one. The step times are rank
+    0's; the median step is the slowest rank median (``rank_median_s``) when it is longer."""
+    medians = [float(m) for m in line.get("rank_median_s") or [] if m is not None]
+    if not medians or max(medians) <= summary.median_s:
+        return summary
+    slow = max(medians)
+    return replace(summary, median_s=slow, images_per_s=images_per_step / slow)
+
+
 def judge(line: dict[str, Any], env: dict[str, Any], table: ReferenceTable,
           min_ratio: float) -> tuple[Summary, Comparison]:
     """Statistics of a successful result line and its comparison with the reference."""
     s = setting_of(line, env)
-    summary = summarize(line["times_s"], s.batch * s.world)
+    summary = slowest_rank(summarize(line["times_s"], s.batch * s.world), line,
+                           s.batch * s.world)
     return summary, compare(table, s, summary.images_per_s, min_ratio)
 
 
@@ -47,6 +61,8 @@ def row(line: dict[str, Any], env: dict[str, Any], summary: Summary,
     s = cmp.setting
     ref, anchor = cmp.reference, cmp.anchor
     verdict = "no reference" if cmp.ok is None else ("pass" if cmp.ok else "fail")
+    if cmp.no_verdict:
+        verdict = "launch-bound"
     return {
         "id": line["id"], "gpu": s.gpu, "gpus": len(env.get("gpus") or []), "model": s.model,
         "mode": s.mode, "precision": s.precision, "dtype": line.get("dtype", ""),

@@ -125,6 +125,7 @@ class Comparison:
     reference: Reference | None
     min_ratio: float
     anchor: Reference | None = None
+    no_verdict: str = ""  # why a run with a reference figure gets no verdict (launch-bound)
 
     @property
     def ratio(self) -> float | None:
@@ -143,9 +144,27 @@ class Comparison:
         return None if ratio is None else ratio >= self.min_ratio
 
 
+# Below this batch per GPU a CNN step is launch-bound: the CPU that launches its kernels (and,
+# in DBC's method, copies the input) sets its time, not the GPU.
+LAUNCH_BOUND_BELOW_BATCH = 32
+
+
+def launch_bound(s: Setting) -> str:
+    """Why ``s`` measures the host's CPU rather than the GPU; '' when it does not."""
+    if not s.legacy and s.batch >= LAUNCH_BOUND_BELOW_BATCH:
+        return ""
+    how = "launching its kernels and copying its input from the host" if s.legacy \
+        else "launching its kernels"
+    return (f"launch-bound: at batch {s.batch} per GPU the step time is the CPU's time "
+            f"{how}, not the GPU's; a figure measured on another machine (another CPU) "
+            f"cannot judge this GPU (a healthy H200 on a slower host ran DBC's ResNet-50 "
+            f"training at 0.70 x such a figure)")
+
+
 def compare(table: ReferenceTable, s: Setting, images_per_s: float,
             min_ratio: float) -> Comparison:
-    """Judge a run's images/s (all GPUs) against the reference for its setting."""
+    """Judge a run's images/s (all GPUs) against the reference for its setting; a
+    launch-bound run is compared, never judged (its figure is shown as the anchor)."""
     ref = table.lookup(s)
     measured = images_per_s
     anchor = table.lookup(s, COMPARISON)
@@ -155,4 +174,7 @@ def compare(table: ReferenceTable, s: Setting, images_per_s: float,
             # Scaling depends on the interconnect and the DDP method: the single-GPU figure
             # is shown for comparison (scaling efficiency), a verdict needs a DDP figure.
             ref, anchor = None, ref
-    return Comparison(s, measured, ref, min_ratio, anchor=anchor)
+    why = launch_bound(s)
+    if why and ref is not None:
+        ref, anchor = None, ref
+    return Comparison(s, measured, ref, min_ratio, anchor=anchor, no_verdict=why)

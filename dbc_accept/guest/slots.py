@@ -12,7 +12,7 @@ import pytest
 
 from dbc_accept.facts.gpu_guest import GpuHealth, GpuInventory, model_of
 from dbc_accept.guest.profiles import safe_id
-from dbc_accept.verdict import fail
+from dbc_accept.verdict import FactError, fail
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,6 @@ def _sysfs_models() -> list[str] | None:
     """NVIDIA GPU models in this machine's sysfs (model name or PCI id); None if unreadable."""
     from dbc_accept.facts.pci import gather_pci_devices, nvidia_gpus
     from dbc_accept.target import LocalTarget
-    from dbc_accept.verdict import FactError
 
     try:
         gpus = nvidia_gpus(gather_pci_devices(LocalTarget()))
@@ -57,6 +56,11 @@ def gpu_slots(config: pytest.Config) -> list[Slot] | None:
     if models is None:
         return None
     return [Slot(i, m) for i, m in enumerate(models)]
+
+
+# The guest's kernel log read just before the burn (or why it could not be read): the Xid
+# check after the burn compares with it, whichever test read the log first.
+KERNEL_LOG_BEFORE_BURN = pytest.StashKey["str | FactError"]()
 
 
 def expected_gpu_count(config: pytest.Config, guest: Any) -> int | None:

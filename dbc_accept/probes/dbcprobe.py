@@ -228,14 +228,19 @@ class Sampler(object):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop)
         self._thread.daemon = True
+        self._t0 = time.time()
 
     def _loop(self):
-        t0 = time.time()
         while not self._stop.is_set():
-            self.samples.append((time.time() - t0, self.nvml.read()))
+            self.samples.append((self.elapsed(), self.nvml.read()))
             self._stop.wait(self.period)
 
+    def elapsed(self):
+        """Seconds since sampling started."""
+        return time.time() - self._t0
+
     def __enter__(self):
+        self._t0 = time.time()
         self._thread.start()
         return self
 
@@ -244,9 +249,11 @@ class Sampler(object):
         self._thread.join(10)
         return False
 
-    def summary(self, index):
-        """Per-GPU summary of the samples: maxima, minima and the OR of throttle reasons."""
-        rows = [r[index] for _, r in self.samples if index in r]
+    def summary(self, index, start=None, end=None):
+        """Per-GPU summary of the samples (those from ``start`` to ``end`` seconds when given):
+        maxima, clocks and power, and the OR of throttle reasons."""
+        rows = [r[index] for t, r in list(self.samples) if index in r
+                and (start is None or t >= start) and (end is None or t <= end)]
 
         def col(key):
             return [row[key] for row in rows if row.get(key) is not None]
@@ -258,12 +265,14 @@ class Sampler(object):
             reasons |= bits
             if bits & HW_SLOWDOWN_BITS:
                 hw_samples += 1
-        temps, power, sm = col("temp_c"), col("power_w"), col("sm_mhz")
+        temps, power, sm, mem = col("temp_c"), col("power_w"), col("sm_mhz"), col("mem_mhz")
         return {
             "source": self.nvml.source, "samples": len(rows),
             "temp_c_max": max(temps) if temps else None,
             "power_w_max": max(power) if power else None,
+            "power_w": stats(power) if power else None,
             "sm_mhz": stats(sm) if sm else None,
+            "mem_mhz": stats(mem) if mem else None,
             "reasons_seen": reasons, "hw_slowdown_samples": hw_samples,
             "pcie_gen_max": max(col("pcie_gen")) if col("pcie_gen") else None,
             "pcie_width_max": max(col("pcie_width")) if col("pcie_width") else None,

@@ -74,7 +74,8 @@ def address(torch, chunks, ref64, deadline, errors):
 
 
 def random_fill(torch, chunks, ref32, seed, deadline, errors):
-    """Seeded random words, regenerated from the same seed to verify."""
+    """Seeded random words, regenerated from the same seed to verify: one whole pass (every
+    chunk written, then verified), whatever the time; ``deadline`` is not consulted."""
     device = ref32.device
     gen = torch.Generator(device=device)
     lo, hi = -(1 << 31), (1 << 31) - 1
@@ -87,7 +88,7 @@ def random_fill(torch, chunks, ref32, seed, deadline, errors):
         torch.randint(lo, hi, ref32.shape, generator=gen, dtype=torch.int32, device=device,
                       out=ref32)
         _count(torch, buf.view(torch.int32), ref32, errors)
-    return 0 if dbcprobe.past(deadline) else 1
+    return 1
 
 
 def run_patterns(torch, chunks, device, seconds, seed=1, corrupt=None):
