@@ -97,6 +97,42 @@ def test_vram_pass_completed_after_the_time_limit_counts() -> None:
     assert all(p["passes"] >= 1 and p["errors"] == 0 for p in out.values()), out
 
 
+def test_vram_tiled_patterns_find_flips_in_the_body_and_the_tail() -> None:
+    vram = load("vram")
+    buf = torch.empty(8 * (2 * vram.RANDOM_PERIOD + 100), dtype=torch.uint8)
+    gen = torch.Generator()
+    table = vram.random_table(torch, gen, 5, torch.device("cpu"))
+    vram.write_tiled(torch, buf, table)
+    words = buf.view(torch.int64)
+    assert torch.equal(words[vram.RANDOM_PERIOD:2 * vram.RANDOM_PERIOD], table)
+    errors = torch.zeros((), dtype=torch.int64)
+    vram.count_tiled(torch, buf, table, errors)
+    assert int(errors) == 0
+    buf[8 * 7] ^= 0x01  # in the repeated body
+    buf[buf.numel() - 3] ^= 0x80  # in the cut-short tail
+    vram.count_tiled(torch, buf, vram.random_table(torch, gen, 5, torch.device("cpu")), errors)
+    assert int(errors) == 2
+
+
+def test_vram_address_passes_catch_every_alias() -> None:
+    """Two words of a chunk never hold the same value in both address passes, and a write
+    that lands a power of two away (a stuck address line) is caught in each pass."""
+    vram = load("vram")
+    p1, p2 = vram.ADDRESS_PERIODS
+    assert p1 != p2 and all(p % 2 and all(p % d for d in range(3, 300, 2)) for p in (p1, p2))
+    assert p1 * p2 > vram.MAX_CHUNK // 8
+    cpu = torch.device("cpu")
+    for invert, period in ((False, p1), (True, p2)):
+        buf = torch.empty(8 << 16, dtype=torch.uint8)
+        table = vram.address_table(torch, 3, period, invert, cpu)
+        vram.write_tiled(torch, buf, table)
+        words = buf.view(torch.int64)
+        words[5 + (1 << 14)] = words[5]  # the write of word 5 also lands 2**14 words on
+        errors = torch.zeros((), dtype=torch.int64)
+        vram.count_tiled(torch, buf, table, errors)
+        assert int(errors) == 1
+
+
 def test_vram_plan_covers_ninety_percent() -> None:
     vram = load("vram")
     for free in (8 << 30, 24 << 30, 140 << 30):

@@ -1,9 +1,22 @@
-"""Probe: a pattern test over >= 90% of each GPU's free memory, time-bounded.
+"""Probe: a pattern test over >= 90% of each GPU's free memory, time-bounded, at the speed of
+the memory.
 
-Patterns: walking ones and zeros (32-bit words), address-in-address (each 64-bit word holds
-its own index, then its complement), and seeded random data written then regenerated to
-verify. GPUs are tested at once, one thread each. Errors are counted words that read back
-wrong.
+Patterns, over 64-bit words: walking ones then walking zeros (each 32-bit half of a word
+holds the 32-bit pattern; 64 passes), address-in-address and seeded random. Every pass
+writes and verifies whole chunks with a few whole-tensor kernels and adds the wrong words to
+a counter on the device, read once per pattern: no per-word Python, no host round trip per
+chunk. Address-in-address and random repeat a small table (an odd prime number of words,
+kept in the GPU's cache) along the chunk, so that writing and verifying read the memory
+under test only once each:
+- address: word i of chunk n holds n and i mod P1, then (complemented) n and i mod P2; P1, P2
+  distinct odd primes with P1 * P2 above the words of a chunk, so the two passes tell every
+  word of the region apart (Chinese remainder theorem) and catch any address aliasing, and
+  no power-of-two distance (a stuck or bridged address line) is a multiple of either;
+- random: chunk n repeats its own table of random words (seed + n) of PR words, regenerated
+  from the seed to verify.
+Each pattern reports its rate (bytes written and verified per second) next to the device
+copy rate the same run measures (bytes copied per second). GPUs are tested at once, one
+thread each. Errors are counted 64-bit words that read back wrong.
 """
 from __future__ import annotations
 
@@ -17,11 +30,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dbcprobe
 
 MAX_CHUNK = 1 << 30
+ADDRESS_PERIODS = (65521, 65519)  # primes; their product exceeds the words of MAX_CHUNK
+RANDOM_PERIOD = 131071  # prime: 1 MiB of int64 words
+WALKING_PASSES = 64
 
 
 def plan(free, max_chunk=MAX_CHUNK):
     """(chunk bytes, chunk count): at least 90% of ``free`` in chunks, leaving room for the
-    verify buffers (a reference chunk and a boolean chunk)."""
+    verify buffers (a boolean per word of a chunk, the tables) and the copy measurement."""
     chunk = max(1 << 20, min(max_chunk, free // 64))
     chunk -= chunk % 8
     headroom = 3 * chunk + (256 << 20)
@@ -29,92 +45,137 @@ def plan(free, max_chunk=MAX_CHUNK):
     return chunk, max(0, target // chunk)
 
 
-def _count(torch, buf, ref, errors):
-    errors += torch.count_nonzero(buf != ref) if hasattr(torch, "count_nonzero") \
-        else (buf != ref).sum()
+def _as_int64(value):
+    """A 64-bit unsigned value as the int64 torch stores."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= (1 << 63) else value
 
 
-def walking(torch, chunks, ref32, deadline, errors):
-    """Walking ones then walking zeros over 32-bit words."""
+def _split(torch, buf, period):
+    """``buf`` as int64 words: (rows x period view, tail of fewer than period words)."""
+    words = buf.view(torch.int64)
+    rows = words.numel() // period
+    return words[:rows * period].view(rows, period), words[rows * period:]
+
+
+def write_tiled(torch, buf, table):
+    """Fill ``buf`` with ``table`` repeated (the last copy cut short)."""
+    main, tail = _split(torch, buf, table.numel())
+    main.copy_(table.expand_as(main))
+    tail.copy_(table[:tail.numel()])
+
+
+def count_tiled(torch, buf, table, errors):
+    """Add to ``errors`` the words of ``buf`` that differ from ``table`` repeated."""
+    main, tail = _split(torch, buf, table.numel())
+    errors += torch.ne(main, table).sum()
+    errors += torch.ne(tail, table[:tail.numel()]).sum()
+
+
+def walking(torch, chunks, deadline, errors):
+    """Walking ones then walking zeros: each 32-bit half of every word holds the pattern."""
     passes = 0
     for invert in (False, True):
         for bit in range(32):
-            value = (1 << bit) ^ (0xFFFFFFFF if invert else 0)
-            value = value - (1 << 32) if value >= (1 << 31) else value  # as int32
-            ref32.fill_(value)
+            half = (1 << bit) ^ (0xFFFFFFFF if invert else 0)
+            value = _as_int64(half << 32 | half)
             for buf in chunks:
-                buf.view(torch.int32).fill_(value)
+                buf.view(torch.int64).fill_(value)
             for buf in chunks:
-                _count(torch, buf.view(torch.int32), ref32, errors)
+                errors += torch.ne(buf.view(torch.int64), value).sum()
             passes += 1
             if dbcprobe.past(deadline):
                 return passes
     return passes
 
 
-def address(torch, chunks, ref64, deadline, errors):
-    """Each 64-bit word holds its index in the whole region; then the complement."""
+def address_table(torch, n, period, invert, device):
+    """Words holding chunk number ``n`` (bits 32 and up) and their index (mod ``period``)."""
+    table = torch.arange(period, dtype=torch.int64, device=device) + (n << 32)
+    return table.bitwise_not_() if invert else table
+
+
+def address(torch, chunks, deadline, errors):
+    """Address-in-address: plain with the first period, complemented with the second."""
     passes = 0
-    words = ref64.numel()
-    for invert in (False, True):
+    device = chunks[0].device
+    for invert, period in ((False, ADDRESS_PERIODS[0]), (True, ADDRESS_PERIODS[1])):
         for n, buf in enumerate(chunks):
-            torch.arange(n * words, (n + 1) * words, out=ref64)
-            if invert:
-                ref64.bitwise_not_()
-            buf.view(torch.int64).copy_(ref64)
+            write_tiled(torch, buf, address_table(torch, n, period, invert, device))
         for n, buf in enumerate(chunks):
-            torch.arange(n * words, (n + 1) * words, out=ref64)
-            if invert:
-                ref64.bitwise_not_()
-            _count(torch, buf.view(torch.int64), ref64, errors)
+            count_tiled(torch, buf, address_table(torch, n, period, invert, device), errors)
         passes += 1
         if dbcprobe.past(deadline):
             break
     return passes
 
 
-def random_fill(torch, chunks, ref32, seed, deadline, errors):
+def random_table(torch, gen, seed, device):
+    """RANDOM_PERIOD random int64 words drawn from ``gen`` seeded with ``seed``."""
+    gen.manual_seed(seed)
+    table = torch.randint(-(1 << 31), (1 << 31) - 1, (2 * RANDOM_PERIOD,), generator=gen,
+                          dtype=torch.int32, device=device)
+    return table.view(torch.int64)
+
+
+def random_fill(torch, chunks, seed, deadline, errors):
     """Seeded random words, regenerated from the same seed to verify: one whole pass (every
     chunk written, then verified), whatever the time; ``deadline`` is not consulted."""
-    device = ref32.device
+    device = chunks[0].device
     gen = torch.Generator(device=device)
-    lo, hi = -(1 << 31), (1 << 31) - 1
     for n, buf in enumerate(chunks):
-        gen.manual_seed(seed + n)
-        torch.randint(lo, hi, ref32.shape, generator=gen, dtype=torch.int32, device=device,
-                      out=buf.view(torch.int32))
+        write_tiled(torch, buf, random_table(torch, gen, seed + n, device))
     for n, buf in enumerate(chunks):
-        gen.manual_seed(seed + n)
-        torch.randint(lo, hi, ref32.shape, generator=gen, dtype=torch.int32, device=device,
-                      out=ref32)
-        _count(torch, buf.view(torch.int32), ref32, errors)
+        count_tiled(torch, buf, random_table(torch, gen, seed + n, device), errors)
     return 1
 
 
 def run_patterns(torch, chunks, device, seconds, seed=1, corrupt=None):
-    """Run the patterns over ``chunks`` (uint8 tensors of one size); errors per pattern.
+    """Run the patterns over ``chunks`` (uint8 tensors of one size, a multiple of 8 bytes):
+    per pattern its passes, wrong words, seconds and GB/s (bytes written and verified).
 
     ``corrupt(chunks)``, when given, runs after the writes of the random pattern (to test
     that a fault is found).
     """
-    nbytes = chunks[0].numel()
-    ref32 = torch.empty(nbytes // 4, dtype=torch.int32, device=device)
-    ref64 = ref32.view(torch.int64)
+    total = sum(buf.numel() for buf in chunks)
     deadline = dbcprobe.deadline_after(seconds)
     out = {}
     for name in ("walking", "address", "random"):
         errors = torch.zeros((), dtype=torch.int64, device=device)
         t0 = time.time()
         if name == "walking":
-            passes = walking(torch, chunks, ref32, deadline, errors)
+            passes = walking(torch, chunks, deadline, errors)
         elif name == "address":
-            passes = address(torch, chunks, ref64, deadline, errors)
+            passes = address(torch, chunks, deadline, errors)
         else:
             if corrupt is not None:
                 chunks = _CorruptAfterWrite(chunks, corrupt)
-            passes = random_fill(torch, chunks, ref32, seed, deadline, errors)
-        out[name] = {"passes": passes, "errors": int(errors), "seconds": time.time() - t0}
+            passes = random_fill(torch, chunks, seed, deadline, errors)
+        wrong = int(errors)  # waits for the pattern's last kernel
+        spent = time.time() - t0
+        out[name] = {"passes": passes, "errors": wrong, "seconds": spent,
+                     "GBps": total * passes / spent / 1e9 if spent > 0 else 0.0}
     return out
+
+
+def copy_rate(torch, chunks, sync, rounds=3):
+    """Device copy rate over ``chunks`` in GB/s (bytes copied per second: each is read once
+    and written once), the best of ``rounds`` copies of up to 8 chunks each."""
+    pairs = list(zip(chunks[:8], chunks[1:9]))
+    if not pairs:
+        return 0.0
+    pairs[0][1].copy_(pairs[0][0])  # the copy kernel loaded before timing
+    sync()
+    best = 0.0
+    for _ in range(rounds):
+        t0 = time.time()
+        for src, dst in pairs:
+            dst.copy_(src)
+        sync()
+        spent = time.time() - t0
+        if spent > 0:
+            best = max(best, sum(src.numel() for src, _ in pairs) / spent / 1e9)
+    return best
 
 
 class _CorruptAfterWrite(list):
@@ -143,6 +204,13 @@ def test_gpu(torch, index, seconds, result):
         chunks = [torch.empty(chunk, dtype=torch.uint8, device=device) for _ in range(count)]
         entry.update({"free_bytes": free, "tested_bytes": chunk * count,
                       "fraction_of_free": chunk * count / float(free) if free else 0.0})
+        def sync():
+            torch.cuda.synchronize(device)
+
+        entry["copy_GBps"] = copy_rate(torch, chunks, sync)
+        warm = torch.empty(4 << 20, dtype=torch.uint8, device=device)
+        run_patterns(torch, [warm], device, 0)  # every kernel loaded before timing
+        del warm
         entry["patterns"] = run_patterns(torch, chunks, device, seconds)
         torch.cuda.synchronize(device)
         entry["seconds"] = time.time() - t0
@@ -158,7 +226,8 @@ def collect(args):
     torch = dbcprobe.import_torch(need_cuda=args.device != "cpu")
     if args.device == "cpu":  # the patterns' logic on a small host buffer
         chunks = [torch.empty(1 << 20, dtype=torch.uint8) for _ in range(4)]
-        return {"cpu": run_patterns(torch, chunks, torch.device("cpu"), args.seconds)}
+        return {"cpu": run_patterns(torch, chunks, torch.device("cpu"), args.seconds),
+                "cpu_copy_GBps": copy_rate(torch, chunks, lambda: None)}
     result = {}
     threads = [threading.Thread(target=test_gpu, args=(torch, i, args.seconds, result))
                for i in range(torch.cuda.device_count())]
