@@ -308,6 +308,10 @@ REMEDIES: dict[str, Remedy] = {
     "guest.vram_pattern": Remedy(
         "GPU memory reads back wrong: reset the GPU or reboot and run again; if it repeats "
         "the GPU must be replaced (contact the vendor, RMA)"),
+    "guest.vram_speed": Remedy(
+        "GPU memory passes run slower than half the copy rate the GPU itself reached: check "
+        "that no other process uses the GPU (`nvidia-smi`) and the clocks and throttle "
+        "reasons (`nvidia-smi -q -d PERFORMANCE`), then run again"),
     "guest.stress": Remedy(
         "results changed under sustained load: check cooling and power (fans, cables, PSU) "
         "and run again; a GPU that keeps failing must be replaced"),

@@ -71,8 +71,8 @@ def probe_docs() -> dict[str, dict[str, Any]]:
                                      nvml_source="pynvml")},
         "vram": {"seconds_limit": 60, "gpus": per_gpu(
             free_bytes=150106472448, tested_bytes=141733920768, fraction_of_free=0.944,
-            seconds=9.5, complete=True,
-            patterns={n: {"passes": p, "errors": 0, "seconds": 3.0}
+            seconds=9.5, complete=True, copy_GBps=2136.0,
+            patterns={n: {"passes": p, "errors": 0, "seconds": 3.0, "GBps": 1850.0}
                       for n, p in (("walking", 64), ("address", 2), ("random", 1))})},
         "stress": {"seconds": 60, "tolerance": 0.05, "seed": 100, "gpus": per_gpu(
             dtype="bfloat16", n=8192, tolerance=0.05, iterations=30000, seconds=60.0,

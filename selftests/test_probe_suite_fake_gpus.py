@@ -91,6 +91,11 @@ def _busy(doc: dict) -> dict:  # type: ignore[type-arg]
     return doc
 
 
+def _slow_vram(doc: dict) -> dict:  # type: ignore[type-arg]
+    doc["gpus"][1]["patterns"]["address"]["GBps"] = 0.4 * doc["gpus"][1]["copy_GBps"]
+    return doc
+
+
 XID79 = "[ 80.0] NVRM: Xid (PCI:0000:00:07): 79, GPU has fallen off the bus.\n"
 FAULTS = {
     "stress": {"stress": _stress_mismatch},
@@ -107,6 +112,7 @@ FAULTS = {
     "process": {"gpu_free": _foreign_process},
     "memory-held": {"gpu_free": _memory_held},
     "busy": {"gpu_free": _busy},
+    "slow-vram": {"vram": _slow_vram},
     "no-torch": {"torch_info": lambda d: {"error": "torch not installed (No module named "
                                                    "'torch')"}},
 }
@@ -152,6 +158,7 @@ def test_two_healthy_h200s_pass_everything(suite: pytest.Pytester) -> None:
     ("process", {"test_gpu_no_other_process[gpu1]"}),
     ("memory-held", {"test_gpu_memory_free_at_start[gpu0]"}),
     ("busy", {"test_gpu_idle[gpu0]"}),
+    ("slow-vram", {"test_vram_patterns[gpu1]"}),
 ])
 def test_each_fault_fails_its_tests(suite: pytest.Pytester, fault: str,
                                     expected: set[str]) -> None:

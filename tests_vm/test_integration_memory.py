@@ -18,6 +18,7 @@ VRAM_FRACTION = 0.90  # of free memory the pattern test must cover
 LINK_SHARE = 0.80  # of the PCIe link's raw bandwidth host copies must reach
 D2D_SHARE_OF_REF = 0.85  # of the model's measured device copy bandwidth
 D2D_SHARE_OF_DATASHEET = 0.70  # where no measurement is on file
+VRAM_SHARE_OF_COPY = 0.50  # of the device copy rate the same run measured, per pattern
 
 
 def test_vram_patterns(slot: Slot, probe: Probe) -> None:
@@ -25,12 +26,20 @@ def test_vram_patterns(slot: Slot, probe: Probe) -> None:
     errors = {name: p["errors"] for name, p in entry["patterns"].items()}
     observe(vram_tested_GiB=round(entry["tested_bytes"] / 2**30, 1),
             vram_fraction=round(entry["fraction_of_free"], 3), vram_seconds=entry["seconds"],
-            vram_passes={n: p["passes"] for n, p in entry["patterns"].items()})
+            vram_passes={n: p["passes"] for n, p in entry["patterns"].items()},
+            vram_GBps={n: round(p["GBps"]) for n, p in entry["patterns"].items()},
+            vram_copy_GBps=round(entry["copy_GBps"]))
     check(not any(errors.values()), "guest.vram_pattern", observed=f"words wrong: {errors}",
           expected="0 in every pattern")
     check(entry["fraction_of_free"] >= VRAM_FRACTION and entry["complete"],
           "guest.vram_pattern", observed=f"{entry['fraction_of_free']:.1%} of free memory, "
           f"complete={entry['complete']}", expected=f">= {VRAM_FRACTION:.0%}, every pattern")
+    least = VRAM_SHARE_OF_COPY * entry["copy_GBps"]
+    rates = ", ".join(f"{n} {p['GBps']:.0f}" for n, p in entry["patterns"].items())
+    check(all(p["GBps"] >= least for p in entry["patterns"].values()), "guest.vram_speed",
+          observed=f"GB/s written and verified: {rates}; device copy {entry['copy_GBps']:.0f}"
+          " GB/s in the same run", expected=f">= {least:.0f} GB/s per pattern "
+          f"({VRAM_SHARE_OF_COPY:.0%} of the copy rate)")
 
 
 def test_host_transfer(slot: Slot, probe: Probe, guest_facts: HostFacts) -> None:
