@@ -78,7 +78,7 @@ def test_vram_patterns_pass_on_good_memory() -> None:
 
 def test_vram_patterns_find_a_flipped_bit() -> None:
     vram = load("vram")
-    chunks = [torch.empty(1 << 16, dtype=torch.uint8) for _ in range(3)]
+    chunks = [torch.empty(1 << 13, dtype=torch.int64) for _ in range(3)]
 
     def flip(found: list[Any]) -> None:
         found[1][1000] ^= 0x10
@@ -92,24 +92,24 @@ def test_vram_pass_completed_after_the_time_limit_counts() -> None:
     """Time is up before the patterns start: each still writes and verifies once, and
     counts that pass (the test is complete)."""
     vram = load("vram")
-    chunks = [torch.empty(1 << 16, dtype=torch.uint8) for _ in range(3)]
+    chunks = [torch.empty(1 << 13, dtype=torch.int64) for _ in range(3)]
     out = vram.run_patterns(torch, chunks, torch.device("cpu"), 0)
     assert all(p["passes"] >= 1 and p["errors"] == 0 for p in out.values()), out
 
 
 def test_vram_tiled_patterns_find_flips_in_the_body_and_the_tail() -> None:
     vram = load("vram")
-    buf = torch.empty(8 * (2 * vram.RANDOM_PERIOD + 100), dtype=torch.uint8)
+    buf = torch.empty(2 * vram.RANDOM_PERIOD + 100, dtype=torch.int64)
     gen = torch.Generator()
     table = vram.random_table(torch, gen, 5, torch.device("cpu"))
     vram.write_tiled(torch, buf, table)
-    words = buf.view(torch.int64)
-    assert torch.equal(words[vram.RANDOM_PERIOD:2 * vram.RANDOM_PERIOD], table)
+    assert torch.equal(buf[vram.RANDOM_PERIOD:2 * vram.RANDOM_PERIOD], table)
+    assert table.min() < -(1 << 62) and table.max() > 1 << 62  # all 64 bits random
     errors = torch.zeros((), dtype=torch.int64)
     vram.count_tiled(torch, buf, table, errors)
     assert int(errors) == 0
-    buf[8 * 7] ^= 0x01  # in the repeated body
-    buf[buf.numel() - 3] ^= 0x80  # in the cut-short tail
+    buf[7] ^= 0x01  # in the repeated body
+    buf[buf.numel() - 3] ^= 1 << 40  # in the cut-short tail
     vram.count_tiled(torch, buf, vram.random_table(torch, gen, 5, torch.device("cpu")), errors)
     assert int(errors) == 2
 
@@ -123,11 +123,10 @@ def test_vram_address_passes_catch_every_alias() -> None:
     assert p1 * p2 > vram.MAX_CHUNK // 8
     cpu = torch.device("cpu")
     for invert, period in ((False, p1), (True, p2)):
-        buf = torch.empty(8 << 16, dtype=torch.uint8)
+        buf = torch.empty(1 << 18, dtype=torch.int64)
         table = vram.address_table(torch, 3, period, invert, cpu)
         vram.write_tiled(torch, buf, table)
-        words = buf.view(torch.int64)
-        words[5 + (1 << 14)] = words[5]  # the write of word 5 also lands 2**14 words on
+        buf[5 + (1 << 14)] = buf[5]  # the write of word 5 also lands 2**14 words on
         errors = torch.zeros((), dtype=torch.int64)
         vram.count_tiled(torch, buf, table, errors)
         assert int(errors) == 1

@@ -51,23 +51,22 @@ def _as_int64(value):
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
-def _split(torch, buf, period):
-    """``buf`` as int64 words: (rows x period view, tail of fewer than period words)."""
-    words = buf.view(torch.int64)
-    rows = words.numel() // period
-    return words[:rows * period].view(rows, period), words[rows * period:]
+def _split(buf, period):
+    """``buf`` (int64 words) as (rows x period view, tail of fewer than period words)."""
+    rows = buf.numel() // period
+    return buf[:rows * period].view(rows, period), buf[rows * period:]
 
 
 def write_tiled(torch, buf, table):
     """Fill ``buf`` with ``table`` repeated (the last copy cut short)."""
-    main, tail = _split(torch, buf, table.numel())
+    main, tail = _split(buf, table.numel())
     main.copy_(table.expand_as(main))
     tail.copy_(table[:tail.numel()])
 
 
 def count_tiled(torch, buf, table, errors):
     """Add to ``errors`` the words of ``buf`` that differ from ``table`` repeated."""
-    main, tail = _split(torch, buf, table.numel())
+    main, tail = _split(buf, table.numel())
     errors += torch.ne(main, table).sum()
     errors += torch.ne(tail, table[:tail.numel()]).sum()
 
@@ -80,9 +79,9 @@ def walking(torch, chunks, deadline, errors):
             half = (1 << bit) ^ (0xFFFFFFFF if invert else 0)
             value = _as_int64(half << 32 | half)
             for buf in chunks:
-                buf.view(torch.int64).fill_(value)
+                buf.fill_(value)
             for buf in chunks:
-                errors += torch.ne(buf.view(torch.int64), value).sum()
+                errors += torch.ne(buf, value).sum()
             passes += 1
             if dbcprobe.past(deadline):
                 return passes
@@ -111,11 +110,13 @@ def address(torch, chunks, deadline, errors):
 
 
 def random_table(torch, gen, seed, device):
-    """RANDOM_PERIOD random int64 words drawn from ``gen`` seeded with ``seed``."""
+    """RANDOM_PERIOD random int64 words (all 64 bits) drawn from ``gen`` seeded with ``seed``."""
     gen.manual_seed(seed)
-    table = torch.randint(-(1 << 31), (1 << 31) - 1, (2 * RANDOM_PERIOD,), generator=gen,
-                          dtype=torch.int32, device=device)
-    return table.view(torch.int64)
+    high = torch.randint(-(1 << 31), 1 << 31, (RANDOM_PERIOD,), generator=gen,
+                         dtype=torch.int64, device=device)
+    low = torch.randint(0, 1 << 32, (RANDOM_PERIOD,), generator=gen, dtype=torch.int64,
+                        device=device)
+    return high.mul_(1 << 32).add_(low)
 
 
 def random_fill(torch, chunks, seed, deadline, errors):
@@ -131,13 +132,14 @@ def random_fill(torch, chunks, seed, deadline, errors):
 
 
 def run_patterns(torch, chunks, device, seconds, seed=1, corrupt=None):
-    """Run the patterns over ``chunks`` (uint8 tensors of one size, a multiple of 8 bytes):
-    per pattern its passes, wrong words, seconds and GB/s (bytes written and verified).
+    """Run the patterns over ``chunks`` (int64 tensors of one size; no dtype views, which
+    torch < 1.10 cannot make between sizes): per pattern its passes, wrong words, seconds and
+    GB/s (bytes written and verified).
 
     ``corrupt(chunks)``, when given, runs after the writes of the random pattern (to test
     that a fault is found).
     """
-    total = sum(buf.numel() for buf in chunks)
+    total = sum(buf.numel() * buf.element_size() for buf in chunks)
     deadline = dbcprobe.deadline_after(seconds)
     out = {}
     for name in ("walking", "address", "random"):
@@ -174,7 +176,8 @@ def copy_rate(torch, chunks, sync, rounds=3):
         sync()
         spent = time.time() - t0
         if spent > 0:
-            best = max(best, sum(src.numel() for src, _ in pairs) / spent / 1e9)
+            copied = sum(src.numel() * src.element_size() for src, _ in pairs)
+            best = max(best, copied / spent / 1e9)
     return best
 
 
@@ -201,14 +204,15 @@ def test_gpu(torch, index, seconds, result):
         free = dbcprobe.free_bytes(torch, index)
         chunk, count = plan(free)
         t0 = time.time()
-        chunks = [torch.empty(chunk, dtype=torch.uint8, device=device) for _ in range(count)]
+        chunks = [torch.empty(chunk // 8, dtype=torch.int64, device=device)
+                  for _ in range(count)]
         entry.update({"free_bytes": free, "tested_bytes": chunk * count,
                       "fraction_of_free": chunk * count / float(free) if free else 0.0})
         def sync():
             torch.cuda.synchronize(device)
 
         entry["copy_GBps"] = copy_rate(torch, chunks, sync)
-        warm = torch.empty(4 << 20, dtype=torch.uint8, device=device)
+        warm = torch.empty(1 << 19, dtype=torch.int64, device=device)
         run_patterns(torch, [warm], device, 0)  # every kernel loaded before timing
         del warm
         entry["patterns"] = run_patterns(torch, chunks, device, seconds)
@@ -225,7 +229,7 @@ def test_gpu(torch, index, seconds, result):
 def collect(args):
     torch = dbcprobe.import_torch(need_cuda=args.device != "cpu")
     if args.device == "cpu":  # the patterns' logic on a small host buffer
-        chunks = [torch.empty(1 << 20, dtype=torch.uint8) for _ in range(4)]
+        chunks = [torch.empty(1 << 17, dtype=torch.int64) for _ in range(4)]
         return {"cpu": run_patterns(torch, chunks, torch.device("cpu"), args.seconds),
                 "cpu_copy_GBps": copy_rate(torch, chunks, lambda: None)}
     result = {}
