@@ -101,7 +101,7 @@ def test_vram_tiled_patterns_find_flips_in_the_body_and_the_tail() -> None:
     vram = load("vram")
     buf = torch.empty(2 * vram.RANDOM_PERIOD + 100, dtype=torch.int64)
     gen = torch.Generator()
-    table = vram.random_table(torch, gen, 5, torch.device("cpu"))
+    table = vram.random_tables(torch, gen, 5, 2, torch.device("cpu"))[1]
     vram.write_tiled(torch, buf, table)
     assert torch.equal(buf[vram.RANDOM_PERIOD:2 * vram.RANDOM_PERIOD], table)
     assert table.min() < -(1 << 62) and table.max() > 1 << 62  # all 64 bits random
@@ -110,7 +110,8 @@ def test_vram_tiled_patterns_find_flips_in_the_body_and_the_tail() -> None:
     assert int(errors) == 0
     buf[7] ^= 0x01  # in the repeated body
     buf[buf.numel() - 3] ^= 1 << 40  # in the cut-short tail
-    vram.count_tiled(torch, buf, vram.random_table(torch, gen, 5, torch.device("cpu")), errors)
+    vram.count_tiled(torch, buf, vram.random_tables(torch, gen, 5, 2, torch.device("cpu"))[1],
+                     errors)
     assert int(errors) == 2
 
 
@@ -124,7 +125,7 @@ def test_vram_address_passes_catch_every_alias() -> None:
     cpu = torch.device("cpu")
     for invert, period in ((False, p1), (True, p2)):
         buf = torch.empty(1 << 18, dtype=torch.int64)
-        table = vram.address_table(torch, 3, period, invert, cpu)
+        table = vram.address_tables(torch, 4, period, invert, cpu)[3]
         vram.write_tiled(torch, buf, table)
         buf[5 + (1 << 14)] = buf[5]  # the write of word 5 also lands 2**14 words on
         errors = torch.zeros((), dtype=torch.int64)

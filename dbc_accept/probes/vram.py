@@ -12,8 +12,8 @@ under test only once each:
   distinct odd primes with P1 * P2 above the words of a chunk, so the two passes tell every
   word of the region apart (Chinese remainder theorem) and catch any address aliasing, and
   no power-of-two distance (a stuck or bridged address line) is a multiple of either;
-- random: chunk n repeats its own table of random words (seed + n) of PR words, regenerated
-  from the seed to verify.
+- random: chunk n repeats its own table of PR random words (the tables of all chunks drawn
+  from one seed), regenerated from the seed to verify.
 Each pattern reports its rate (bytes written and verified per second) next to the device
 copy rate the same run measures (bytes copied per second). GPUs are tested at once, one
 thread each. Errors are counted 64-bit words that read back wrong.
@@ -29,18 +29,17 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dbcprobe
 
-MAX_CHUNK = 1 << 30
+MAX_CHUNK = 8 << 30  # large chunks: few kernel launches per pass, even with 8 GPUs at once
 ADDRESS_PERIODS = (65521, 65519)  # primes; their product exceeds the words of MAX_CHUNK
 RANDOM_PERIOD = 131071  # prime: 1 MiB of int64 words
-WALKING_PASSES = 64
 
 
 def plan(free, max_chunk=MAX_CHUNK):
     """(chunk bytes, chunk count): at least 90% of ``free`` in chunks, leaving room for the
-    verify buffers (a boolean per word of a chunk, the tables) and the copy measurement."""
-    chunk = max(1 << 20, min(max_chunk, free // 64))
+    verify buffer (a boolean per word of a chunk) and the tables."""
+    chunk = max(1 << 20, min(max_chunk, free // 32))
     chunk -= chunk % 8
-    headroom = 3 * chunk + (256 << 20)
+    headroom = chunk // 8 + (256 << 20)
     target = min(int(free * 0.95), free - headroom)
     return chunk, max(0, target // chunk)
 
@@ -88,10 +87,12 @@ def walking(torch, chunks, deadline, errors):
     return passes
 
 
-def address_table(torch, n, period, invert, device):
-    """Words holding chunk number ``n`` (bits 32 and up) and their index (mod ``period``)."""
-    table = torch.arange(period, dtype=torch.int64, device=device) + (n << 32)
-    return table.bitwise_not_() if invert else table
+def address_tables(torch, count, period, invert, device):
+    """Row n: words holding chunk number n (bits 32 and up) and their index (mod ``period``)."""
+    index = torch.arange(period, dtype=torch.int64, device=device)
+    chunk = torch.arange(count, dtype=torch.int64, device=device).mul_(1 << 32)
+    tables = index.unsqueeze(0) + chunk.unsqueeze(1)
+    return tables.bitwise_not_() if invert else tables
 
 
 def address(torch, chunks, deadline, errors):
@@ -99,23 +100,25 @@ def address(torch, chunks, deadline, errors):
     passes = 0
     device = chunks[0].device
     for invert, period in ((False, ADDRESS_PERIODS[0]), (True, ADDRESS_PERIODS[1])):
+        tables = address_tables(torch, len(chunks), period, invert, device)
         for n, buf in enumerate(chunks):
-            write_tiled(torch, buf, address_table(torch, n, period, invert, device))
+            write_tiled(torch, buf, tables[n])
         for n, buf in enumerate(chunks):
-            count_tiled(torch, buf, address_table(torch, n, period, invert, device), errors)
+            count_tiled(torch, buf, tables[n], errors)
         passes += 1
         if dbcprobe.past(deadline):
             break
     return passes
 
 
-def random_table(torch, gen, seed, device):
-    """RANDOM_PERIOD random int64 words (all 64 bits) drawn from ``gen`` seeded with ``seed``."""
+def random_tables(torch, gen, seed, count, device):
+    """``count`` rows of RANDOM_PERIOD random int64 words (all 64 bits), drawn from ``gen``
+    seeded with ``seed``."""
     gen.manual_seed(seed)
-    high = torch.randint(-(1 << 31), 1 << 31, (RANDOM_PERIOD,), generator=gen,
-                         dtype=torch.int64, device=device)
-    low = torch.randint(0, 1 << 32, (RANDOM_PERIOD,), generator=gen, dtype=torch.int64,
-                        device=device)
+    shape = (count, RANDOM_PERIOD)
+    high = torch.randint(-(1 << 31), 1 << 31, shape, generator=gen, dtype=torch.int64,
+                         device=device)
+    low = torch.randint(0, 1 << 32, shape, generator=gen, dtype=torch.int64, device=device)
     return high.mul_(1 << 32).add_(low)
 
 
@@ -124,10 +127,13 @@ def random_fill(torch, chunks, seed, deadline, errors):
     chunk written, then verified), whatever the time; ``deadline`` is not consulted."""
     device = chunks[0].device
     gen = torch.Generator(device=device)
+    tables = random_tables(torch, gen, seed, len(chunks), device)
     for n, buf in enumerate(chunks):
-        write_tiled(torch, buf, random_table(torch, gen, seed + n, device))
+        write_tiled(torch, buf, tables[n])
+    del tables
+    tables = random_tables(torch, gen, seed, len(chunks), device)
     for n, buf in enumerate(chunks):
-        count_tiled(torch, buf, random_table(torch, gen, seed + n, device), errors)
+        count_tiled(torch, buf, tables[n], errors)
     return 1
 
 
