@@ -214,10 +214,7 @@ def test_gpu(torch, index, seconds, result):
                   for _ in range(count)]
         entry.update({"free_bytes": free, "tested_bytes": chunk * count,
                       "fraction_of_free": chunk * count / float(free) if free else 0.0})
-        def sync():
-            torch.cuda.synchronize(device)
-
-        entry["copy_GBps"] = copy_rate(torch, chunks, sync)
+        entry["copy_GBps"] = copy_rate(torch, chunks, lambda: torch.cuda.synchronize(device))
         warm = torch.empty(1 << 19, dtype=torch.int64, device=device)
         run_patterns(torch, [warm], device, 0)  # every kernel loaded before timing
         del warm
