@@ -88,6 +88,27 @@ def test_vram_patterns_find_a_flipped_bit() -> None:
     assert out["walking"]["errors"] == 0
 
 
+@pytest.mark.parametrize("pattern", ["walking", "address", "random"])
+@pytest.mark.parametrize("word", [7, 1 << 17, (1 << 18) - 1])  # first row, later row, tail
+def test_each_vram_pattern_finds_a_flipped_bit(pattern: str, word: int) -> None:
+    vram = load("vram")
+    chunks = [torch.empty(1 << 18, dtype=torch.int64) for _ in range(2)]
+
+    def flip(found: list[Any]) -> None:  # between the first pass's writes and its verify
+        found[1][word] ^= 1 << 37
+
+    errors = torch.zeros((), dtype=torch.int64)
+    corrupted = vram._CorruptAfterWrite(chunks, flip)
+    deadline = vram.dbcprobe.deadline_after(0)
+    if pattern == "walking":
+        vram.walking(torch, corrupted, deadline, errors)
+    elif pattern == "address":
+        vram.address(torch, corrupted, deadline, errors)
+    else:
+        vram.random_fill(torch, corrupted, 1, deadline, errors)
+    assert int(errors) == 1
+
+
 def test_vram_pass_completed_after_the_time_limit_counts() -> None:
     """Time is up before the patterns start: each still writes and verifies once, and
     counts that pass (the test is complete)."""
