@@ -9,7 +9,7 @@ import pytest
 from dbc_accept.facts import HostFacts
 from dbc_accept.facts.gpu_guest import gather_inventory, link_gbps, model_of
 from dbc_accept.guest.slots import Slot, entry_of, inventory_gpu
-from dbc_accept.verdict import check, observe
+from dbc_accept.verdict import check, observe, warn
 
 pytestmark = [pytest.mark.vm, pytest.mark.integration, pytest.mark.gpu]
 Probe = Callable[[str], "dict[str, Any]"]
@@ -18,7 +18,9 @@ VRAM_FRACTION = 0.90  # of free memory the pattern test must cover
 LINK_SHARE = 0.80  # of the PCIe link's raw bandwidth host copies must reach
 D2D_SHARE_OF_REF = 0.85  # of the model's measured device copy bandwidth
 D2D_SHARE_OF_DATASHEET = 0.70  # where no measurement is on file
-VRAM_SHARE_OF_COPY = 0.50  # of the device copy rate the same run measured, per pattern
+# Of the device copy rate the same run measured, per pattern: a WARN, not a FAIL, until the
+# pattern rates are measured on a real card (see docs/guest-tests.md).
+VRAM_SHARE_OF_COPY = 0.50
 
 
 def test_vram_patterns(slot: Slot, probe: Probe) -> None:
@@ -29,17 +31,18 @@ def test_vram_patterns(slot: Slot, probe: Probe) -> None:
             vram_passes={n: p["passes"] for n, p in entry["patterns"].items()},
             vram_GBps={n: round(p["GBps"]) for n, p in entry["patterns"].items()},
             vram_copy_GBps=round(entry["copy_GBps"]))
-    check(not any(errors.values()), "guest.vram_pattern", observed=f"words wrong: {errors}",
+    check(not any(errors.values()), "guest.vram_pattern",
+          observed=f"verifications that read a wrong word: {errors}",
           expected="0 in every pattern")
     check(entry["fraction_of_free"] >= VRAM_FRACTION and entry["complete"],
           "guest.vram_pattern", observed=f"{entry['fraction_of_free']:.1%} of free memory, "
           f"complete={entry['complete']}", expected=f">= {VRAM_FRACTION:.0%}, every pattern")
     least = VRAM_SHARE_OF_COPY * entry["copy_GBps"]
     rates = ", ".join(f"{n} {p['GBps']:.0f}" for n, p in entry["patterns"].items())
-    check(all(p["GBps"] >= least for p in entry["patterns"].values()), "guest.vram_speed",
-          observed=f"GB/s written and verified: {rates}; device copy {entry['copy_GBps']:.0f}"
-          " GB/s in the same run", expected=f">= {least:.0f} GB/s per pattern "
-          f"({VRAM_SHARE_OF_COPY:.0%} of the copy rate)")
+    if not all(p["GBps"] >= least for p in entry["patterns"].values()):
+        warn("guest.vram_speed", observed=f"GB/s written and verified: {rates}; device copy "
+             f"{entry['copy_GBps']:.0f} GB/s in the same run", expected=f">= {least:.0f} GB/s "
+             f"per pattern ({VRAM_SHARE_OF_COPY:.0%} of the copy rate)")
 
 
 def test_host_transfer(slot: Slot, probe: Probe, guest_facts: HostFacts) -> None:
