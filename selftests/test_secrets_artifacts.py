@@ -182,3 +182,18 @@ def test_paramiko_hosts_are_warned_about_host_keys(pytester: pytest.Pytester) ->
                                            "--hosts", "paramiko://127.0.0.1:1")
     out = result.stdout.str() + result.stderr.str()
     assert "accepts a host key it does not know" in out and "prefer ssh://" in out, out
+
+
+def test_node_dat_read_in_a_batch_is_registered_at_once(tmp_path: Path) -> None:
+    from dbc_accept.nodecache import NodeReadTarget
+    from dbc_accept.secrecy import known_secrets
+    from dbc_accept.target import LocalTarget
+
+    bare = "BatchedBareKey0a1b2c3d4e5f60718293"
+    folder = tmp_path / "dbc_repo"
+    (folder / "dat").mkdir(parents=True)
+    (folder / "dat" / "node.dat").write_text(f"node_id=2gfpp3MAB4Aa\n{bare}\n")
+    batch = NodeReadTarget(LocalTarget(), {"dbc_dir": str(folder)})
+    batch.prefetch()  # the file came in the node's answer, not through read_text
+    assert bare in known_secrets()
+    assert bare in batch.export()["files"][f"{folder}/dat/node.dat"][1]  # as the node gave it
