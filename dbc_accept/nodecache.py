@@ -23,6 +23,7 @@ from dbc_accept.facts.libvirtconn import PROBE, VIRSH_PROBE
 from dbc_accept.noderead import READER, decode_reply, encode_request
 from dbc_accept.options import DEFAULT_IMAGE, DEFAULT_URI
 from dbc_accept.report import sysinfo
+from dbc_accept.secrecy import register_node_dat
 from dbc_accept.target import CommandResult, Target
 from dbc_accept.verdict import FactError
 
@@ -120,9 +121,16 @@ class NodeReadTarget:
         except ValueError as exc:
             raise FactError(f"the node's answer ({self.name})", str(exc), verb="parse") from None
         self.files.update(reply["files"])
+        self._register_secrets()
         self.links.update(reply["links"])
         self.lists.update(reply["lists"])
         self.cmds.update(zip(cmds, reply["cmds"]))
+
+    def _register_secrets(self) -> None:
+        """Every node.dat answered: its secrets known before anything is written."""
+        for path, found in self.files.items():
+            if path.endswith("/node.dat") and found and found[0]:
+                register_node_dat(str(found[1]))
 
     def resolve_paths(self, paths: list[str]) -> None:
         """Read, in one command, every link met on resolving these paths (for a snapshot)."""
@@ -138,6 +146,7 @@ class NodeReadTarget:
     def load(self, data: dict[str, Any]) -> None:
         """Take the answers another process read (see :meth:`export`)."""
         self.files = dict(data["files"])
+        self._register_secrets()
         self.links = dict(data["links"])
         self.lists = dict(data["lists"])
         self.cmds = {tuple(argv): list(v) for argv, v in data["cmds"]}

@@ -17,6 +17,7 @@ NEEDS_SERVICES = [
     "test_vm_libvirtd.py",  # libvirtd and qemu
     "test_vm_e2e.py",  # a VM booted under qemu
     "test_cleanup_ownership.py",  # libvirtd and qemu-img
+    "test_secrets_running_node.py",  # a process named dbc: never beside other files
 ]
 PORTABLE = bool(os.environ.get("DBC_SELFTEST_PORTABLE"))
 collect_ignore = NEEDS_SERVICES if PORTABLE else []
