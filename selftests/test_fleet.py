@@ -217,3 +217,44 @@ def test_snapshot_of_a_remote_node_in_a_few_commands(tmp_path: Path, nodes: Flee
     assert 0 < node.sessions() - before <= MAX_ROUND_TRIPS
     assert (tmp_path / "snap" / "fs" / "proc" / "cmdline").read_text() == \
         Path("/proc/cmdline").read_text()
+
+
+class _SilentBackend:
+    NAME = "ssh"
+
+    @staticmethod
+    def get_pytest_id() -> str:
+        return "ssh://silent"
+
+
+class _SilentHost:
+    """A node that stopped answering: every command hangs."""
+
+    backend = _SilentBackend()
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, *args: str) -> None:
+        self.calls += 1
+        time.sleep(30)
+
+
+def test_a_node_that_stops_answering_costs_its_timeout_once() -> None:
+    from dbc_accept.target import TestinfraTarget
+    from dbc_accept.verdict import FactError
+
+    host = _SilentHost()
+    target = TestinfraTarget(host, timeout=0.5)
+    started = time.monotonic()
+    for _ in range(3):
+        with pytest.raises(FactError, match=r"stopped answering: no answer within 0.5 s"):
+            target.read_text("/proc/cmdline")
+    assert time.monotonic() - started < 3 and host.calls == 1
+
+
+@pytest.mark.parametrize("option", ["--node-timeout=0", "--node-connect-timeout=-1"])
+def test_bad_node_timeouts_are_usage_errors(pytester: pytest.Pytester, option: str) -> None:
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--no-report", option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*give seconds, more than 0 and at most 3600*"])
