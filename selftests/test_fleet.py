@@ -181,8 +181,9 @@ def test_fleet_rows_verdicts() -> None:
     assert fleet_csv(rows).splitlines()[0] == ",".join(COLUMNS)
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
 def test_unreachable_nodes_fail_once_within_their_timeout(pytester: pytest.Pytester,
-                                                          nodes: Fleet) -> None:
+                                                          nodes: Fleet, workers: str) -> None:
     silent = socket.socket()  # accepts, then says nothing (no SSH banner)
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
@@ -193,7 +194,7 @@ def test_unreachable_nodes_fail_once_within_their_timeout(pytester: pytest.Pytes
     started = time.monotonic()
     with silent:
         result, found = _host_run(pytester, hosts, *args[1:], "--node-connect-timeout=3",
-                                  "-rfs")
+                                  "-rfs", "-n", workers)
     assert time.monotonic() - started < 60
     assert len(_by_test(found, nodes.nodes[0].name)) > 60  # the good node was checked
     for spec in (refused, quiet):
