@@ -259,3 +259,37 @@ def test_bad_node_timeouts_are_usage_errors(pytester: pytest.Pytester, option: s
     result = pytester.runpytest_subprocess("-p", "no:randomly", "--no-report", option)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*give seconds, more than 0 and at most 3600*"])
+
+
+TEST_NODE = """<node>
+  <domain type="test"><name>tagged</name><memory>1048576</memory><os><type>hvm</type></os>
+    <metadata><vm xmlns="urn:dbc-accept:vm:1"/></metadata>
+    <devices><hostdev mode="subsystem" type="pci" managed="yes"><source>
+      <address domain="0x0000" bus="0x17" slot="0x00" function="0x1"/></source></hostdev>
+    </devices></domain>
+  <domain type="test"><name>other</name><memory>1048576</memory><os><type>hvm</type></os>
+  </domain>
+  <network><name>default</name><bridge name="virbr9"/></network>
+</node>
+"""
+
+
+def test_virsh_probe_sees_what_the_libvirt_module_sees(tmp_path: Path) -> None:
+    """libvirt's test driver, a tagged domain with a GPU function and an untagged one."""
+    import shutil
+
+    from dbc_accept.facts.libvirtconn import PROBE, VIRSH_PROBE, parse_probe
+
+    pytest.importorskip("libvirt", reason="the comparison needs libvirt-python")
+    if shutil.which("virsh") is None:
+        from selftests.prereq import unavailable
+
+        unavailable("needs virsh (apt-get install libvirt-clients)")
+    (tmp_path / "node.xml").write_text(TEST_NODE)
+    uri = f"test://{tmp_path / 'node.xml'}"
+    local = LocalTarget()
+    by_module = parse_probe(local.run(["python3", "-c", PROBE, uri]).stdout, uri)
+    by_virsh = parse_probe(local.run(["python3", "-c", VIRSH_PROBE, uri]).stdout, uri)
+    assert by_virsh == by_module
+    assert [(d.name, d.tagged, d.hostdevs) for d in by_virsh.domains] == [
+        ("other", False, ()), ("tagged", True, ("0000:17:00.1",))]
