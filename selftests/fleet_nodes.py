@@ -2,15 +2,18 @@
 
 A node is one ``/usr/sbin/sshd -D`` with its own port, log and keys. On loopback it listens
 on 127.0.0.1; in a namespace it runs inside a network namespace of its own
-(``ip netns``), reached through a veth pair whose two addresses (198.18.K.1 here, 198.18.K.2
-there: the range set aside for network tests, RFC 2544) exist only on the pair the test
-made. No other address is used. Each sshd logs at VERBOSE, one ``Starting session:`` line
-per remote command, so the tests count the round trips the node saw.
+(``ip netns``), reached through a veth pair whose two addresses (198.18.S.1 here, 198.18.S.2
+there, S a /24 nothing else here uses: the range set aside for network tests, RFC 2544) exist
+only on the pair the test made. No other address is used. Each sshd logs at VERBOSE, one
+``Starting session:`` line per remote command, so the tests count the round trips the node
+saw.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,6 +28,7 @@ from selftests.prereq import unavailable
 
 SSHD = "/usr/sbin/sshd"
 NET = "198.18"  # RFC 2544 benchmarking range, only on the veth pairs made here
+LOCK = "/tmp/dbc-accept-fleet-subnets.lock"
 # The node's own python3 (no libvirt module), as on a node set up by the install guide.
 NODE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -82,6 +86,15 @@ def _sshd_config(folder: Path, name: str, host: str, port: int, keys: Path) -> P
     return config
 
 
+def _free_subnet() -> int | None:
+    """The lowest S in 1..254 such that nothing here uses 198.18.S.0/24."""
+    seen = ""
+    for argv in (["ip", "-4", "-o", "addr", "show"], ["ip", "-4", "route", "show", "table", "all"]):
+        seen += subprocess.run(argv, capture_output=True, text=True).stdout
+    used = {int(m) for m in re.findall(rf"\b{re.escape(NET)}\.(\d+)\.", seen)}
+    return next((s for s in range(1, 255) if s not in used), None)
+
+
 def _wait(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 15
     while True:
@@ -136,20 +149,25 @@ class Fleet:
         return self._start(f"lo{len(self.nodes)}", "127.0.0.1", free_port(), self.key(key))
 
     def namespaced(self, count: int, key: str = "root", port: int = 22) -> list[Node]:
-        """``count`` nodes, each in a network namespace of its own."""
+        """``count`` nodes, each in a network namespace of its own.
+
+        Node K gets the /24 198.18.S: the lowest S no interface or route of this machine
+        uses, chosen under a lock, so that test runs side by side (xdist) never share one.
+        """
         if shutil.which("ip") is None:
             unavailable("needs iproute2 (apt-get install iproute2)")
-        routes = subprocess.run(["ip", "-4", "route", "show", "root", f"{NET}.0.0/15"],
-                                capture_output=True, text=True).stdout
-        if routes.strip() and not self.namespaces:
-            unavailable(f"{NET}.0.0/15 is routed on this machine already: {routes.strip()}")
         made = []
-        for _ in range(count):
-            k = len(self.namespaces) + 1
-            made.append(self._namespace(k, self.key(key), port))
+        with open(LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            for _ in range(count):
+                subnet = _free_subnet()
+                if subnet is None:
+                    unavailable(f"no free /24 left in {NET}.0.0/16 for a namespace node")
+                k = len(self.namespaces) + 1
+                made.append(self._namespace(k, subnet, self.key(key), port))
         return made
 
-    def _namespace(self, k: int, key: str, port: int) -> Node:
+    def _namespace(self, k: int, subnet: int, key: str, port: int) -> Node:
         tag = f"{os.getpid() % 100000}x{k}"
         ns, outer, inner = f"dbcfleet-{tag}", f"dbf{tag}a", f"dbf{tag}b"
         subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -157,15 +175,15 @@ class Fleet:
         steps = [
             ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
             ["ip", "link", "set", inner, "netns", ns],
-            ["ip", "addr", "add", f"{NET}.{k}.1/24", "dev", outer],
+            ["ip", "addr", "add", f"{NET}.{subnet}.1/24", "dev", outer],
             ["ip", "link", "set", outer, "up"],
-            ["ip", "-n", ns, "addr", "add", f"{NET}.{k}.2/24", "dev", inner],
+            ["ip", "-n", ns, "addr", "add", f"{NET}.{subnet}.2/24", "dev", inner],
             ["ip", "-n", ns, "link", "set", inner, "up"],
             ["ip", "-n", ns, "link", "set", "lo", "up"],
         ]
         for step in steps:
             subprocess.run(step, check=True, capture_output=True)
-        return self._start(ns, f"{NET}.{k}.2", port + k, key, ns)
+        return self._start(ns, f"{NET}.{subnet}.2", port + k, key, ns)
 
     def close(self) -> None:
         for proc in self.procs:

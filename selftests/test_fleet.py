@@ -181,8 +181,9 @@ def test_fleet_rows_verdicts() -> None:
     assert fleet_csv(rows).splitlines()[0] == ",".join(COLUMNS)
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
 def test_unreachable_nodes_fail_once_within_their_timeout(pytester: pytest.Pytester,
-                                                          nodes: Fleet) -> None:
+                                                          nodes: Fleet, workers: str) -> None:
     silent = socket.socket()  # accepts, then says nothing (no SSH banner)
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
@@ -193,7 +194,7 @@ def test_unreachable_nodes_fail_once_within_their_timeout(pytester: pytest.Pytes
     started = time.monotonic()
     with silent:
         result, found = _host_run(pytester, hosts, *args[1:], "--node-connect-timeout=3",
-                                  "-rfs")
+                                  "-rfs", "-n", workers)
     assert time.monotonic() - started < 60
     assert len(_by_test(found, nodes.nodes[0].name)) > 60  # the good node was checked
     for spec in (refused, quiet):
@@ -217,3 +218,78 @@ def test_snapshot_of_a_remote_node_in_a_few_commands(tmp_path: Path, nodes: Flee
     assert 0 < node.sessions() - before <= MAX_ROUND_TRIPS
     assert (tmp_path / "snap" / "fs" / "proc" / "cmdline").read_text() == \
         Path("/proc/cmdline").read_text()
+
+
+class _SilentBackend:
+    NAME = "ssh"
+
+    @staticmethod
+    def get_pytest_id() -> str:
+        return "ssh://silent"
+
+
+class _SilentHost:
+    """A node that stopped answering: every command hangs."""
+
+    backend = _SilentBackend()
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, *args: str) -> None:
+        self.calls += 1
+        time.sleep(30)
+
+
+def test_a_node_that_stops_answering_costs_its_timeout_once() -> None:
+    from dbc_accept.target import TestinfraTarget
+    from dbc_accept.verdict import FactError
+
+    host = _SilentHost()
+    target = TestinfraTarget(host, timeout=0.5)
+    started = time.monotonic()
+    for _ in range(3):
+        with pytest.raises(FactError, match=r"stopped answering: no answer within 0.5 s"):
+            target.read_text("/proc/cmdline")
+    assert time.monotonic() - started < 3 and host.calls == 1
+
+
+@pytest.mark.parametrize("option", ["--node-timeout=0", "--node-connect-timeout=-1"])
+def test_bad_node_timeouts_are_usage_errors(pytester: pytest.Pytester, option: str) -> None:
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--no-report", option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*give seconds, more than 0 and at most 3600*"])
+
+
+TEST_NODE = """<node>
+  <domain type="test"><name>tagged</name><memory>1048576</memory><os><type>hvm</type></os>
+    <metadata><vm xmlns="urn:dbc-accept:vm:1"/></metadata>
+    <devices><hostdev mode="subsystem" type="pci" managed="yes"><source>
+      <address domain="0x0000" bus="0x17" slot="0x00" function="0x1"/></source></hostdev>
+    </devices></domain>
+  <domain type="test"><name>other</name><memory>1048576</memory><os><type>hvm</type></os>
+  </domain>
+  <network><name>default</name><bridge name="virbr9"/></network>
+</node>
+"""
+
+
+def test_virsh_probe_sees_what_the_libvirt_module_sees(tmp_path: Path) -> None:
+    """libvirt's test driver, a tagged domain with a GPU function and an untagged one."""
+    import shutil
+
+    from dbc_accept.facts.libvirtconn import PROBE, VIRSH_PROBE, parse_probe
+
+    pytest.importorskip("libvirt", reason="the comparison needs libvirt-python")
+    if shutil.which("virsh") is None:
+        from selftests.prereq import unavailable
+
+        unavailable("needs virsh (apt-get install libvirt-clients)")
+    (tmp_path / "node.xml").write_text(TEST_NODE)
+    uri = f"test://{tmp_path / 'node.xml'}"
+    local = LocalTarget()
+    by_module = parse_probe(local.run(["python3", "-c", PROBE, uri]).stdout, uri)
+    by_virsh = parse_probe(local.run(["python3", "-c", VIRSH_PROBE, uri]).stdout, uri)
+    assert by_virsh == by_module
+    assert [(d.name, d.tagged, d.hostdevs) for d in by_virsh.domains] == [
+        ("other", False, ()), ("tagged", True, ("0000:17:00.1",))]

@@ -192,13 +192,14 @@ def _parse_probe(doc: Any, uri: str) -> LibvirtProbe:
         code = doc.get("error_code")
         return LibvirtProbe(uri, False, code if isinstance(code, int) else None,
                             str(doc.get("error", "")))
-    domains = tuple(
+    # by name: libvirt's API and virsh list them in different orders
+    domains = tuple(sorted((
         Domain(str(_require(d, "name", str)), str(d.get("state", "")), bool(d.get("tagged")),
                tuple(str(h) for h in d.get("hostdevs", [])))
-        for d in _require(doc, "domains", list))
-    networks = tuple(
+        for d in _require(doc, "domains", list)), key=lambda d: d.name))
+    networks = tuple(sorted((
         Network(str(_require(n, "name", str)), bool(n.get("active")), bool(n.get("autostart")))
-        for n in _require(doc, "networks", list))
+        for n in _require(doc, "networks", list)), key=lambda n: n.name))
     return LibvirtProbe(
         uri, True, domain_types=tuple(str(t) for t in _require(doc, "domain_types", list)),
         lib_version=int(_require(doc, "lib_version", int)),
