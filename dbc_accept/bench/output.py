@@ -60,9 +60,13 @@ def row(line: dict[str, Any], env: dict[str, Any], summary: Summary,
     """One row of the benchmark table (the report's CSV, JSON and plot)."""
     s = cmp.setting
     ref, anchor = cmp.reference, cmp.anchor
-    verdict = "no reference" if cmp.ok is None else ("pass" if cmp.ok else "fail")
-    if cmp.no_verdict:
+    # Launch-bound only where a figure exists to be withheld; without one, "no reference".
+    if ref is None and anchor is None:
+        verdict = "no reference"
+    elif cmp.no_verdict:
         verdict = "launch-bound"
+    else:
+        verdict = "no reference" if cmp.ok is None else ("pass" if cmp.ok else "fail")
     return {
         "id": line["id"], "gpu": s.gpu, "gpus": len(env.get("gpus") or []), "model": s.model,
         "mode": s.mode, "precision": s.precision, "dtype": line.get("dtype", ""),
