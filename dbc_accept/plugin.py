@@ -21,6 +21,7 @@ from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begi
 
 pytest_plugins = [
     "dbc_accept.guest.fixtures",  # the `guest` fixture: vm, ssh:// or local
+    "dbc_accept.prereqs",  # a check whose prerequisite is missing skips behind its owner
     "dbc_accept.report.plugin",  # pytest-html extras, the result folder
     "dbc_accept.rootdir",  # the suite's configuration when `--opt DIR` hid it
     "dbc_accept.fleet",  # remote nodes read in a few round trips, once per run

@@ -27,6 +27,13 @@ GRUB = (
 FB_OFF = "nofb video=vesafb:off video=efifb:off vga=off initcall_blacklist=sysfb_init"
 
 REMEDIES: dict[str, Remedy] = {
+    # --- area: host (prerequisites of every other check) ---
+    "host.reachable": Remedy(
+        "check the node's address, that sshd runs on it and that your key is accepted: "
+        "`ssh root@NODE true` must work without a prompt"),
+    "host.systemd": Remedy(
+        "run the node on a systemd distribution (Ubuntu 20.04/22.04 server) booted normally: "
+        "libvirtd and the dbc program run as systemd services", "(一)"),
     # --- area: os ---
     "os.release": Remedy("install Ubuntu 20.04 or 22.04 server", "(一)"),
     # --- area: cpu ---

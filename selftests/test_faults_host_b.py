@@ -166,7 +166,8 @@ FAULTS = [
                                                  "libvirtd.listening"}),
     Fault("connection-refused", lambda s: s.command(PROBE_ARGV, json.dumps({
         "connected": False, "error_code": 38, "error": "unable to connect to server at "
-        "'localhost:16509': Connection refused"})), dict.fromkeys(PROBE_TESTS, "libvirtd.connect")),
+        "'localhost:16509': Connection refused"})), {PROBE_TESTS[0]: "libvirtd.connect"},
+        skipped=frozenset(PROBE_TESTS[1:])),  # behind test_libvirt_connects (prereqs.py)
     Fault("no-kvm-domain-type", lambda s: probe(s, domain_types=["qemu"]),
           {f"{L}test_libvirt_offers_kvm": "libvirtd.kvm"}),
     Fault("package-missing", lambda s: s.replace(

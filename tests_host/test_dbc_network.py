@@ -33,6 +33,7 @@ def _monitor(node: HostFacts) -> MonitorSettings:
         fail("dbc.config", observed=str(exc), expected="a readable key=value conf/core.conf")
 
 
+@pytest.mark.requires("dbc_dir")
 @pytest.mark.parametrize("key", sorted(MONITOR_KEYS))
 def test_monitor_server(node: HostFacts, key: str) -> None:
     settings = _monitor(node)
@@ -49,6 +50,7 @@ def test_monitor_server(node: HostFacts, key: str) -> None:
     observe(**{key: f"{host}:{port}"})
 
 
+@pytest.mark.requires("dbc_dir")
 def test_ports_distinct_across_dbc_nodes(node: HostFacts) -> None:
     confs = node.get(gather_node_confs, node.options.get("dbc_dir"))
     if not confs:

@@ -60,12 +60,14 @@ def test_dbc_install_folder(node: HostFacts) -> None:
           expected="the program dbc and its conf/ and dat/ folders")
 
 
+@pytest.mark.requires("dbc_dir")
 def test_dbc_core_conf(node: HostFacts) -> None:
     conf = _conf(node, dbc_folder(node))
     check(conf.get("net_type") in (None, "mainnet"), "dbc.config",
           observed=f"net_type={conf.get('net_type')}", expected="net_type=mainnet", level="warn")
 
 
+@pytest.mark.requires("dbc_dir")
 @each(lambda node: [(k, k) for k in PORT_KEYS], empty="no ports")
 def test_dbc_port(node: HostFacts, item: str) -> None:
     folder = dbc_folder(node)
@@ -83,10 +85,12 @@ def test_dbc_port(node: HostFacts, item: str) -> None:
           expected=f"the dbc program listening on {port}")
 
 
+@pytest.mark.requires("dbc_dir")
 def test_node_dat(node: HostFacts) -> None:
     observe(node_id=_node_dat(node).node_id)
 
 
+@pytest.mark.requires("dbc_dir")
 def test_node_dat_backup(node: HostFacts) -> None:
     dat = _node_dat(node)
     backup_path = node.options.get("dbc_node_dat_backup")

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.host
 CHECK_ENV_DOMAIN = "domain_test"
 
 
+@pytest.mark.requires("libvirtd")
 def test_no_test_domain(node: HostFacts) -> None:
     probe = libvirt_of(node)
     check(probe.connected, "libvirtd.connect", observed=f"{probe.uri}: {probe.error}",

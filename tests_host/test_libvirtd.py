@@ -36,6 +36,7 @@ def _conf(node: HostFacts) -> dict[str, ConfValue]:
 
 
 
+@pytest.mark.requires("libvirt")
 @each(lambda node: [(name, (name, value)) for name, value in WANTED.items()],
       empty="no settings")
 def test_libvirtd_conf(node: HostFacts, item: tuple[str, object]) -> None:
@@ -46,6 +47,7 @@ def test_libvirtd_conf(node: HostFacts, item: tuple[str, object]) -> None:
           expected=f"{name} = {wanted!r}")
 
 
+@pytest.mark.requires("libvirt")
 def test_libvirtd_listen_arg(node: HostFacts) -> None:
     args = node.get(gather_daemon_args)
     shown = "; ".join(f'{v}="{args.values[v]}"' for v in args.variables if v in args.values)
@@ -55,6 +57,8 @@ def test_libvirtd_listen_arg(node: HostFacts) -> None:
           expected=f'{args.variables[0]}="-l" (Ubuntu {args.version_id or "?"})')
 
 
+@pytest.mark.requires("libvirt")
+@pytest.mark.requires("systemd")
 @each(lambda node: [(name, name) for name in SOCKETS], empty="no sockets")
 def test_libvirtd_socket_masked(node: HostFacts, item: str) -> None:
     link = node.get(gather_socket_masks)[item]
@@ -63,18 +67,23 @@ def test_libvirtd_socket_masked(node: HostFacts, item: str) -> None:
           expected="masked (-> /dev/null)")
 
 
+@pytest.mark.requires("libvirt")
+@pytest.mark.requires("systemd")
 def test_libvirtd_active(node: HostFacts) -> None:
     state = node.get(gather_service)
     check(state.active == "active", "libvirtd.service",
           observed=f"`systemctl is-active libvirtd`: {state.active}", expected="active")
 
 
+@pytest.mark.requires("libvirt")
+@pytest.mark.requires("systemd")
 def test_libvirtd_enabled(node: HostFacts) -> None:
     state = node.get(gather_service)
     check(state.enabled == "enabled" or state.wants_link, "libvirtd.service",
           observed=f"`systemctl is-enabled libvirtd`: {state.enabled}", expected="enabled")
 
 
+@pytest.mark.requires("libvirt")
 def test_libvirtd_listening(node: HostFacts) -> None:
     port = tcp_port(node.try_get(gather_libvirtd_conf) or {})  # 16509 if unreadable
     found = on_port(node.get(gather_listeners), port)
@@ -83,6 +92,7 @@ def test_libvirtd_listening(node: HostFacts) -> None:
           expected=f"libvirtd listening on TCP {port}")
 
 
+@pytest.mark.requires("libvirt")
 def test_libvirt_connects(node: HostFacts) -> None:
     probe = libvirt_of(node)
     hint = " (install python3-libvirt on the node)" if probe.error_code == -1 else ""
@@ -93,6 +103,7 @@ def test_libvirt_connects(node: HostFacts) -> None:
             hypervisor_version=version_text(probe.hv_version))
 
 
+@pytest.mark.requires("libvirtd")
 def test_libvirt_offers_kvm(node: HostFacts) -> None:
     probe = libvirt_of(node)
     check(probe.connected, "libvirtd.connect", observed=f"{probe.uri}: {probe.error}",

@@ -11,6 +11,7 @@ from dbc_accept.verdict import FactError, check, fail
 pytestmark = pytest.mark.host
 
 
+@pytest.mark.requires("libvirt")
 def test_libvirtd_not_open_to_the_network(node: HostFacts) -> None:
     try:
         conf = node.get(gather_libvirtd_conf)

@@ -50,6 +50,7 @@ def test_package_installed(node: HostFacts, item: str) -> None:
     observe(package=f"{found[0].name} {found[0].version}")
 
 
+@pytest.mark.requires("libvirtd")
 def test_default_network(node: HostFacts) -> None:
     probe = libvirt_of(node)
     check(probe.connected, "libvirtd.connect", observed=f"{probe.uri}: {probe.error}",
