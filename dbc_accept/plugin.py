@@ -25,6 +25,7 @@ pytest_plugins = [
     "dbc_accept.report.plugin",  # pytest-html extras, the result folder
     "dbc_accept.rootdir",  # the suite's configuration when `--opt DIR` hid it
     "dbc_accept.fleet",  # remote nodes read in a few round trips, once per run
+    "dbc_accept.terminal",  # each finding once, fixes grouped, the verdict line last
 ]
 
 NODES_KEY = pytest.StashKey["list[HostFacts]"]()
@@ -268,15 +269,6 @@ def session_findings(config: pytest.Config) -> list[tuple[str, Finding]]:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
                             config: pytest.Config) -> None:
-    found = session_findings(config)
-    warns = [(nid, f) for nid, f in found if f.level == "warn"]
-    fails = [(nid, f) for nid, f in found if f.level == "fail"]
-    if not warns and not fails:
-        return
-    tr = terminalreporter
-    tr.section("dbc-accept: what to fix", sep="=")
-    for nid, f in fails + warns:
-        tr.write_line(f"{'FAIL' if f.level == 'fail' else 'WARN'} {nid}")
-        tr.write_line(f"     observed: {f.observed}")
-        tr.write_line(f"     expected: {f.expected}")
-        tr.write_line(f"     fix:      {f.fix}")
+    from dbc_accept.terminal import write_fixes
+
+    write_fixes(terminalreporter, session_findings(config))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dbc_accept.guide import readable
+
 
 @dataclass(frozen=True)
 class Remedy:
@@ -17,7 +19,7 @@ class Remedy:
     step: str = ""
 
     def text(self) -> str:
-        return f"{self.fix} (install guide {self.step})" if self.step else self.fix
+        return f"{self.fix} (install guide {readable(self.step)})" if self.step else self.fix
 
 
 GRUB = (

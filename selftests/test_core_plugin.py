@@ -77,12 +77,10 @@ def test_outcomes_ids_and_summary(pytester: pytest.Pytester, snapshot: Path) -> 
         "*test_per_item[[]snapshot:n1-0000:01:00.0[]] PASSED*",
         "*test_per_item[[]snapshot:n1-0000:02:00.0[]] FAILED*",
         "*dbc-accept: what to fix*",
-        "FAIL *test_fails*",
-        "*observed: 0",
-        "*expected: 1",
-        "*fix:*sysctl*",
-        "WARN *test_warns*",
-        "*kvm.ignore_msrs=1*",
+        "*FAIL fix:*sysctl*",
+        "*FAIL test_checks.py::test_fails [[]net.ip_forward[]] observed: 0; expected: 1",
+        "*WARN fix:*kvm.ignore_msrs=1*",
+        "*WARN test_checks.py::test_warns*",
         "*SKIPPED*snapshot:n1: no NVIDIA GPU found*",
     ])
 

@@ -45,5 +45,5 @@ def test_every_remedy_says_what_to_do() -> None:
 
 
 def test_fix_text_names_the_guide_step() -> None:
-    assert remedy_for("net.ip_forward").endswith("(install guide (三) 3)")
+    assert remedy_for("net.ip_forward").endswith("(install guide step 3 (三) 3)")
     assert "README" in remedy_for("no.such-check")

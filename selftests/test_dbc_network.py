@@ -278,9 +278,9 @@ def test_run_monitor_settings(pytester: pytest.Pytester, tmp_path: Path) -> None
     absent = _install(tmp_path / "absent", "net_listen_port=47301\nhttp_port=47302\n")
     result = _run(pytester, f"--dbc-dir={absent}", "-k", "monitor")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["WARN *test_monitor_server*dbc_monitor_server*",
-                                 "*expected: dbc_monitor_server=host:port (DBC's monitor*",
-                                 "*fix:*dbc_monitor_server=ip:port*"])
+    result.stdout.fnmatch_lines(["*WARN fix:*dbc_monitor_server=ip:port*",
+                                 "*WARN *test_monitor_server*dbc_monitor_server*"
+                                 "expected: dbc_monitor_server=host:port (DBC's monitor*"])
     bad = _install(tmp_path / "bad", GOOD_CONF.replace("10.0.0.9:5006", "10.0.0.9"))
     result = _run(pytester, f"--dbc-dir={bad}", "-k", "monitor")
     result.assert_outcomes(passed=1, failed=1)
