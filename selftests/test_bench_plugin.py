@@ -3,12 +3,19 @@ real probe on this machine, which has no GPU."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 
 from dbc_accept.bench import reference
+
+# In-process pytester runs put sys.modules back as it was before each run, and numpy (under
+# matplotlib) cannot be imported twice in one process: the second report would have no plot.
+# Imported here, before any run, it stays loaded.
+with contextlib.suppress(ImportError):  # without it, the tests that read the plot say so
+    import matplotlib.figure  # noqa: F401
 from dbc_accept.bench.profiles import profile
 from dbc_accept.bench.reference import Setting
 
