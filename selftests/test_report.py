@@ -109,8 +109,19 @@ def test_report_folder_and_contents(pytester: pytest.Pytester) -> None:
     blob = re.search(r'data-jsonblob="([^"]*)"', html)
     assert blob is not None
     env = json.loads(unescape(blob.group(1)))["environment"]
-    assert env["Node"] == "snapshot-snap" and {"GPUs", "Driver", "CUDA", "torch",
-                                                 "dbc-accept"} <= set(env)
+    # the node, not the machine that ran pytest: its Python and plugins are folded below
+    assert env["Node"] == "snapshot-snap" and "dbc-accept" in env
+    assert not {"GPUs", "Python", "Plugins", "Packages"} & set(env), env
+    assert "The machine that ran the tests (Python, plugins)</summary>" in html
+    title = re.search(r"<title[^>]*>(.*?)</title>", html)
+    assert title and title.group(1) == "DBC node acceptance: snapshot-snap: NOT READY", title
+    front = html[html.index("dbc-verdict"):html.index("The host as tested")]
+    assert "Verdict: NOT READY" in front and "1 PASS, 1 FAIL, 1 WARN, 1 SKIP" in front
+    fixes = front[front.index("What to fix, root causes first"):]
+    assert fixes.index("ip_forward") < fixes.index("kvm.ignore_msrs")  # FAIL before WARN
+    assert "install guide step 3 (三)" in fixes
+    # each failure once: its findings table, not its message again in the log below it
+    assert html.count("0 (node_id=") <= 3, html.count("0 (node_id=")
     result.stdout.fnmatch_lines(["*dbc-accept report*", f"report:  {folder}/report.html"])
 
 

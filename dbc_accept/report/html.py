@@ -8,12 +8,26 @@ from html import escape
 from typing import Any
 
 from dbc_accept.bench.output import time_split
+from dbc_accept.messages import t
 from dbc_accept.report.redact import Redactor
 from dbc_accept.report.results import TestResult
 
-BENCH_COLUMNS = ("id", "images_per_s", "spread", "cv", "batch", "world", "dtype",
-                 "reference_images_per_s", "ratio", "verdict", "anchor_label", "anchor_ratio",
-                 "scaling", "reference_source")
+# (row key, column heading with its unit, how a value is shown)
+BENCH_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("id", "Run", "text"),
+    ("images_per_s", "Throughput (images/s)", "number"),
+    ("reference_images_per_s", "Reference (images/s)", "number"),
+    ("ratio", "Share of reference (x)", "ratio"),
+    ("verdict", "Verdict", "text"),
+    ("spread", "Spread over the run (%)", "percent"),
+    ("cv", "Step time variation (%)", "percent"),
+    ("batch", "Batch (images per GPU)", "text"),
+    ("world", "GPUs", "text"),
+    ("dtype", "Precision", "text"),
+    ("anchor_ratio", "Against the second figure (x)", "anchor"),
+    ("scaling", "DDP scaling (x)", "ratio"),
+    ("reference_source", "Reference source", "text"),
+)
 
 
 def _pre(text: str) -> str:
@@ -43,18 +57,26 @@ def test_extras(result: TestResult, r: Redactor) -> list[str]:
 
 
 def bench_table(rows: list[dict[str, Any]]) -> str:
-    """The benchmark table: one row per run."""
-    head = "".join(f"<th>{escape(c)}</th>" for c in BENCH_COLUMNS)
+    """The benchmark table: one row per run, headings in words with their units."""
+    head = "".join(f"<th>{escape(label)}</th>" for _, label, _ in BENCH_COLUMNS)
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(_cell(row.get(c)))}</td>" for c in BENCH_COLUMNS)
-        + "</tr>" for row in rows)
+        "<tr>" + "".join(f"<td>{escape(_cell(row, key, kind))}</td>"
+                         for key, _, kind in BENCH_COLUMNS) + "</tr>" for row in rows)
     return f"<table class='dbc-bench'><tr>{head}</tr>{body}</table>"
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4g}" if value < 10 else f"{value:,.0f}"
-    return "" if value is None else str(value)
+def _cell(row: dict[str, Any], key: str, kind: str) -> str:
+    value = row.get(key)
+    if value is None or value == "":
+        return ""
+    if kind == "number" and isinstance(value, (int, float)):
+        return f"{value:,.0f}" if value >= 10 else f"{value:,.4g}"
+    if kind == "percent" and isinstance(value, (int, float)):
+        return f"{100 * value:.1f}"
+    if kind in ("ratio", "anchor") and isinstance(value, (int, float)):
+        label = f" of the {row.get('anchor_label', 'anchor')} figure" if kind == "anchor" else ""
+        return f"{value:.2f}{label}"
+    return str(value)
 
 
 def summary_html(folder: str, info: dict[str, Any], rows: list[dict[str, Any]],
@@ -67,11 +89,12 @@ def summary_html(folder: str, info: dict[str, Any], rows: list[dict[str, Any]],
                               json.dumps(guest, indent=1, sort_keys=True), r))
     if rows:
         split = time_split(rows)
-        parts.append(f"<h2>CNN benchmark</h2><p>set-up {split['setup_s']:.0f} s, "
+        parts.append(f"<h2>{escape(t('bench_heading'))}</h2><p>set-up {split['setup_s']:.0f} s, "
                      f"warm-up {split['warmup_s']:.0f} s, measured {split['measure_s']:.0f} s</p>")
         if png:
             data = base64.b64encode(png).decode()
-            parts.append(f"<img alt='images/s against reference' "
+            parts.append(f"<img id='dbc-plot' alt='{escape(t('plot_caption'))}' "
+                         f"title='{escape(t('plot_caption'))}' "
                          f"src='data:image/png;base64,{data}'/>")
         parts.append(bench_table(rows))
     parts.extend(_details(name, text, r) for name, text in sorted(attachments.items()))

@@ -1,4 +1,9 @@
-"""The benchmark plot: images/s of each run against its reference (a PNG)."""
+"""The benchmark plot: each run as a share of its reference, on a linear axis (a PNG).
+
+A bar of 0.60 is 60% of the reference's length, so a short run looks short. DDP runs
+without a reference of their own show their scaling (per-GPU images/s against the
+single-GPU figure). Every text is ASCII: the plot's font has no CJK glyphs.
+"""
 
 from __future__ import annotations
 
@@ -6,55 +11,52 @@ import io
 from typing import Any
 
 from dbc_accept.bench.output import MIN_SCALING
+from dbc_accept.guide import readable
 
 COLORS = {"pass": "#2e7d32", "fail": "#c62828", "no reference": "#757575"}
 DDP_COLORS = {True: "#1565c0", False: "#ef6c00"}  # scaling kept / lost
-SINGLE_MARK = "#8e24aa"
 
 
-def _is_ddp(r: dict[str, Any]) -> bool:
-    return r.get("scaling") is not None
+def _ascii(text: str) -> str:
+    return readable(text, ascii_only=True).encode("ascii", "replace").decode()
 
 
-def _bar(r: dict[str, Any]) -> tuple[float, str, str]:
-    """A row's bar: length, colour and label. DDP rows show images/s per GPU, so that the
-    bar sits next to the single-GPU figure it is compared with."""
-    if _is_ddp(r):
+def _bar(r: dict[str, Any]) -> tuple[float | None, str, str]:
+    """A row's bar: its share of the reference (or DDP scaling), colour and label."""
+    if r.get("ratio") is not None:
+        return float(r["ratio"]), COLORS.get(str(r["verdict"]), "#757575"), _ascii(str(r["id"]))
+    if r.get("scaling") is not None:
         ok = float(r["scaling"]) >= MIN_SCALING
-        return float(r["images_per_s_per_gpu"]), DDP_COLORS[ok], f"{r['id']} (per GPU)"
-    return float(r["images_per_s"]), COLORS.get(str(r["verdict"]), "#757575"), str(r["id"])
+        return float(r["scaling"]), DDP_COLORS[ok], _ascii(f"{r['id']} (scaling)")
+    return None, COLORS["no reference"], _ascii(f"{r['id']} (no reference)")
 
 
-def bench_png(rows: list[dict[str, Any]]) -> bytes:
-    """A horizontal bar per run (images/s, log scale), the reference as a black mark and,
-    for DDP runs, the single-GPU figure as a blue one."""
+def bench_png(rows: list[dict[str, Any]], min_ratio: float = 0.85) -> bytes:
+    """A horizontal bar per run: its share of the reference, 1.0 and the pass line marked."""
     from matplotlib.figure import Figure  # the Agg canvas, no pyplot and no display needed
 
     rows = sorted(rows, key=lambda r: str(r["id"]), reverse=True)
-    fig = Figure(figsize=(9, max(2.5, 0.24 * len(rows) + 1.2)), layout="constrained")
+    fig = Figure(figsize=(9, max(2.5, 0.26 * len(rows) + 1.4)), layout="constrained")
     ax = fig.subplots()
-    ys = list(range(len(rows)))
     bars = [_bar(r) for r in rows]
-    ax.barh(ys, [b[0] for b in bars], color=[b[1] for b in bars])
-    refs = [(y, float(r["reference_images_per_s"])) for y, r in zip(ys, rows)
-            if r.get("reference_images_per_s")]
-    singles = [(y, float(r["images_per_s_per_gpu"]) / float(r["scaling"]))
-               for y, r in zip(ys, rows) if _is_ddp(r) and float(r["scaling"]) > 0]
-    for marks, color, label in ((refs, "black", "reference"),
-                                (singles, SINGLE_MARK, "single-GPU figure (DDP rows)")):
-        if marks:
-            ax.scatter([v for _, v in marks], [y for y, _ in marks], marker="|", s=160,
-                       color=color, label=label, zorder=3)
-    if refs or singles:
-        ax.legend(loc="lower right")
+    ys = list(range(len(rows)))
+    ax.barh(ys, [b[0] or 0.0 for b in bars], color=[b[1] for b in bars])
+    for y, (value, _, _) in zip(ys, bars):
+        ax.text((value or 0.0) + 0.01, y, "no reference" if value is None else f"{value:.2f}x",
+                va="center", fontsize=7)
+    ax.axvline(1.0, color="black", linewidth=1, label="reference (1.0)")
+    ax.axvline(min_ratio, color="#c62828", linestyle="--", linewidth=1,
+               label=f"pass line ({min_ratio:.2f})")
+    ax.legend(loc="lower right", fontsize=7)
     ax.set_yticks(ys, [b[2] for b in bars], fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("images/s (median step; green pass, red below the reference share, grey no "
-                  f"reference)\nDDP rows: images/s per GPU, blue when >= {MIN_SCALING:.2f} x the "
-                  "single-GPU figure, orange below")
-    gpu = rows[0]["gpu"] if rows else ""
-    ax.set_title(f"CNN throughput on {gpu}")
-    ax.grid(axis="x", which="both", alpha=0.3)
+    top = max([1.2] + [(b[0] or 0.0) + 0.15 for b in bars])
+    ax.set_xlim(0, top)
+    ax.set_xlabel("share of the reference (images/s of the run / images/s of the reference; "
+                  "green pass, red fail)\nDDP rows without a reference: scaling, blue when "
+                  f">= {MIN_SCALING:.2f}, orange below")
+    gpu = _ascii(str(rows[0]["gpu"])) if rows else ""
+    ax.set_title(f"CNN throughput on {gpu}, as a share of the reference")
+    ax.grid(axis="x", alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()

@@ -44,6 +44,7 @@ class ReportState:
     user_junit: str | None = None
     png: bytes | None = None
     discarded: bool = False  # a usage error: the folder was removed
+    min_ratio: float = 0.85  # --bench-min-ratio: the plot's pass line
 
     @property
     def bench_rows(self) -> list[dict[str, Any]]:
@@ -68,13 +69,14 @@ def pytest_configure(config: pytest.Config) -> None:
         opt.self_contained_html = True  # one file an owner can mail
     state.user_junit = opt.xmlpath or None
     opt.xmlpath = opt.xmlpath or str(state.folder / "junit.xml")
+    state.min_ratio = float(config.getoption("dbc_bench_min_ratio", 0.85) or 0.85)
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(ReportWriter(config, state), "dbc-accept-report")
 
 
 def _system_info(session: pytest.Session, state: ReportState) -> None:
     from dbc_accept.plugin import nodes
-    from dbc_accept.report.sysinfo import environment_rows, system_info
+    from dbc_accept.report.sysinfo import environment_rows, fold_controller, system_info
     from dbc_accept.verdict import FactError
 
     found = nodes(session.config)
@@ -93,6 +95,7 @@ def _system_info(session: pytest.Session, state: ReportState) -> None:
     except ImportError:
         return
     meta = session.config.stash[metadata_key]
+    state.info["controller"] = fold_controller(meta, state.info)
     meta.update(environment_rows(state.info))
     meta["Report folder"] = str(state.folder)
 
@@ -161,7 +164,7 @@ def _png(state: ReportState) -> bytes | None:
         try:
             from dbc_accept.report.plot import bench_png
 
-            state.png = bench_png(state.bench_rows)
+            state.png = bench_png(state.bench_rows, state.min_ratio)
         except ImportError as exc:  # the table and CSV still say everything
             state.info["plot"] = f"no plot: {exc} (pip install matplotlib)"
     return state.png
@@ -261,19 +264,37 @@ class ReportWriter:
         from dbc_accept.fleet import fleet_summary
         from dbc_accept.report.fleet_table import fleet_html
         from dbc_accept.report.html import summary_html
+        from dbc_accept.report.story_html import front
 
         state = self.state
+        prefix.insert(0, front(self.config, state))
         rows = fleet_summary(self.config, list(state.results.values()))
         if rows:
             prefix.append(fleet_html(rows))
         prefix.append(summary_html(str(state.folder), state.info, state.bench_rows,
                                    _png(state), state.attachments, state.redactor))
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_report_title(self, report: Any) -> None:
+        self.html_report = report  # titled with the verdict when the run is over
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_html(self, report: pytest.TestReport,
+                                       data: list[str]) -> None:
+        from dbc_accept.report.story_html import drop_told_log
+
+        drop_told_log(report, data)
+
     # The innermost wrapper: after every plain hook (pytest-html and junitxml write their
     # files there, trylast or not), before the terminal summary.
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session,
                              exitstatus: int) -> Generator[None, None, None]:
+        html_report = getattr(self, "html_report", None)
+        if html_report is not None:
+            from dbc_accept.report.story_html import report_title
+
+            html_report.title = report_title(self.config)
         try:
             return (yield)
         finally:

@@ -58,16 +58,20 @@ def system_info(node: str, target: Target | None) -> dict[str, Any]:
 
 
 def environment_rows(info: dict[str, Any]) -> dict[str, str]:
-    """The rows added to pytest-html's environment table."""
-    gpus = info.get("gpus") or []
-    names = sorted({g["name"] for g in gpus})
-    return {
-        "Node": str(info.get("node", "")),
-        "GPUs": f"{len(gpus)} x {', '.join(names)}" if gpus else
-                str(info.get("nvidia_smi", "none found")),
-        "Driver": str(info.get("driver", "")),
-        "CUDA": str(info.get("cuda", "")),
-        "torch": str(info.get("torch (controller)", "")),
-        "Kernel": str(info.get("kernel", "")),
-        "dbc-accept": str(info.get("dbc_accept", "")),
-    }
+    """The rows of pytest-html's environment table: the node and the tool.
+
+    The node's facts are in the report's own sections (the host's nvidia-smi cannot answer
+    on a node whose GPUs sit on vfio-pci); the controller's Python and plugins are folded.
+    """
+    return {"Node": str(info.get("node", "")), "dbc-accept": str(info.get("dbc_accept", ""))}
+
+
+CONTROLLER_KEYS = ("Python", "Platform", "Packages", "Plugins")
+
+
+def fold_controller(meta: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """Take the controller's rows out of ``meta``: what ran pytest, not the node."""
+    controller = {k: meta.pop(k) for k in CONTROLLER_KEYS if k in meta}
+    controller.update({k: info[k] for k in ("python", "pytest", "torch (controller)")
+                       if k in info})
+    return controller
