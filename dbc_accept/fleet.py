@@ -22,6 +22,7 @@ import pytest
 
 from dbc_accept.facts import HostFacts
 from dbc_accept.nodecache import NodeReadTarget
+from dbc_accept.remedies import remedy_for
 from dbc_accept.report.fleet_table import fleet_rows
 from dbc_accept.report.results import TestResult
 from dbc_accept.target import Target, TestinfraTarget
@@ -220,9 +221,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"{node.name} cannot be read ({lost[1]}); reported once, by {lost[0]}")
 
 
-UNREACHABLE_FIX = ("check the node's address, port and key and that sshd runs there "
-                   "(`ssh -p PORT root@NODE true`); on a slow network raise "
-                   "--node-connect-timeout / --node-timeout")
+UNREACHABLE_FIX = remedy_for("node.reachable")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

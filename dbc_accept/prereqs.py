@@ -90,7 +90,7 @@ def _dbc_dir(node: HostFacts) -> str | None:
 
 PREREQUISITES: dict[str, Prerequisite] = {p.name: p for p in (
     Prerequisite("reachable", "the host reachable over SSH", "test_os.py::test_host_reachable",
-                 "host.reachable", _reachable),
+                 "node.reachable", _reachable),
     Prerequisite("systemd", "systemd running as PID 1", "test_os.py::test_systemd_runs",
                  "host.systemd", _systemd),
     Prerequisite("libvirt", "libvirt installed",

@@ -30,9 +30,10 @@ FB_OFF = "nofb video=vesafb:off video=efifb:off vga=off initcall_blacklist=sysfb
 
 REMEDIES: dict[str, Remedy] = {
     # --- area: host (prerequisites of every other check) ---
-    "host.reachable": Remedy(
-        "check the node's address, that sshd runs on it and that your key is accepted: "
-        "`ssh root@NODE true` must work without a prompt"),
+    "node.reachable": Remedy(
+        "check the node's address, port and key and that sshd runs there "
+        "(`ssh -p PORT root@NODE true`); on a slow network raise "
+        "--node-connect-timeout / --node-timeout"),
     "host.systemd": Remedy(
         "run the node on a systemd distribution (Ubuntu 20.04/22.04 server) booted normally: "
         "libvirtd and the dbc program run as systemd services", "(一)"),

@@ -202,7 +202,8 @@ def test_unreachable_nodes_fail_once_within_their_timeout(pytester: pytest.Pytes
         mine = _by_test(found, name)
         assert list(mine.values()).count("failure") == 1, mine
         assert set(mine.values()) == {"failure", "skipped"}
-        fixes = [ln for ln in result.stdout.lines if ln.startswith("FAIL tests") and name in ln]
+        fixes = [ln for ln in result.stdout.lines if ln.lstrip().startswith("FAIL test")
+                 and name in ln]
         assert len(fixes) == 1, fixes  # "what to fix" lists the node once
     result.stdout.fnmatch_lines(["*:* remote commands; cannot be read: cannot connect:*"])
     result.stdout.fnmatch_lines(["*no answer within 3 s to connect*"])

@@ -102,5 +102,5 @@ def test_unreachable_host_is_one_failure_in_seconds(tmp_path: Path) -> None:
     took = time.monotonic() - started
     assert took < 5, f"{took:.1f} s\n{out.stdout[-3000:]}"
     assert "1 failed" in out.stdout or "1 FAIL" in out.stdout, out.stdout[-3000:]
-    assert out.stdout.count("[host.reachable]") <= 1, out.stdout[-3000:]
+    assert out.stdout.count("[node.reachable]") <= 1, out.stdout[-3000:]
     assert "test_os.py::test_host_reachable" in out.stdout, out.stdout[-3000:]

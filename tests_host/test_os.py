@@ -25,7 +25,7 @@ def test_ubuntu_release(node: HostFacts) -> None:
 
 def test_host_reachable(node: HostFacts) -> None:
     why = PREREQUISITES["reachable"].probe(node)
-    check(why is None, "host.reachable", observed=f"{node.name}: {why}",
+    check(why is None, "node.reachable", observed=f"{node.name}: {why}",
           expected="a shell on the node over SSH")
 
 
