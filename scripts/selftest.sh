@@ -20,7 +20,7 @@ apt-get install -y -qq --no-install-recommends \
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils ovmf \
   libvirt-dev pkg-config gcc dnsmasq-base iptables iproute2 debootstrap \
   openssh-client openssh-server util-linux xfsprogs kmod pciutils procps \
-  ca-certificates >/dev/null
+  ca-certificates chromium >/dev/null
 
 step "python environment"
 PY=$(command -v python3.11 || command -v python3)
