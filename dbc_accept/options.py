@@ -13,6 +13,13 @@ DEFAULT_URI = "qemu+tcp://localhost:16509/system"
 DEFAULT_IMAGE = "/data/ubuntu.qcow2"
 
 
+def guest_profiles() -> list[str]:
+    """The names --profile accepts (dbc_accept/data/profiles.json)."""
+    from dbc_accept.guest.profiles import profiles
+
+    return sorted(profiles())
+
+
 def add_options(parser: pytest.Parser) -> None:
     g = parser.getgroup("dbc-accept", "DBC node acceptance")
     # where host facts come from
@@ -23,11 +30,11 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--node-dat-backup", dest="dbc_node_dat_backup", metavar="PATH", default=None,
                 help="a backup of dat/node.dat to compare with the node's")
     # libvirt and the test VM
-    g.addoption("--libvirt-uri", dest="dbc_libvirt_uri", default=DEFAULT_URI,
+    g.addoption("--libvirt-uri", dest="dbc_libvirt_uri", metavar="URI", default=DEFAULT_URI,
                 help=f"libvirt connection (default: {DEFAULT_URI}, what the dbc program uses)")
     g.addoption("--vm-image", dest="dbc_vm_image", default=DEFAULT_IMAGE, metavar="PATH",
                 help=f"template image of the test VM, never written (default: {DEFAULT_IMAGE})")
-    g.addoption("--gpus", dest="dbc_gpus", default="all",
+    g.addoption("--gpus", dest="dbc_gpus", metavar="GPUS", default="all",
                 help="GPUs for the test VM: 'all', a count, or PCI addresses "
                      "(0000:01:00.0,0000:02:00.0)")
     g.addoption("--vm-virt-type", dest="dbc_vm_virt_type", default="kvm",
@@ -35,9 +42,9 @@ def add_options(parser: pytest.Parser) -> None:
                 help="kvm (default) or qemu (software emulation, no passthrough)")
     g.addoption("--vm-memory", dest="dbc_vm_memory", metavar="MiB", type=int, default=None,
                 help="test VM memory in MiB (default: sized as check_env does)")
-    g.addoption("--vm-vcpus", dest="dbc_vm_vcpus", type=int, default=None,
+    g.addoption("--vm-vcpus", dest="dbc_vm_vcpus", metavar="N", type=int, default=None,
                 help="test VM vCPUs (default: sized as check_env does)")
-    g.addoption("--vm-network", dest="dbc_vm_network", default="default",
+    g.addoption("--vm-network", dest="dbc_vm_network", metavar="NETWORK", default="default",
                 help="libvirt network of the test VM's NIC (default: default)")
     g.addoption("--vm-uefi", dest="dbc_vm_uefi", action="store_true",
                 help="boot the test VM with UEFI (OVMF)")
@@ -45,15 +52,15 @@ def add_options(parser: pytest.Parser) -> None:
                 help="direct kernel boot: kernel file (with --vm-initrd and --vm-cmdline)")
     g.addoption("--vm-initrd", dest="dbc_vm_initrd", default=None, metavar="PATH",
                 help="direct kernel boot: initrd file")
-    g.addoption("--vm-cmdline", dest="dbc_vm_cmdline", default=None,
+    g.addoption("--vm-cmdline", dest="dbc_vm_cmdline", metavar="CMDLINE", default=None,
                 help="direct kernel boot: kernel command line")
     g.addoption("--vm-boot-timeout", dest="dbc_vm_boot_timeout", type=float, default=300.0,
                 metavar="SECONDS", help="time for the test VM to reach SSH (default: 300)")
-    g.addoption("--vm-user", dest="dbc_vm_user", default="dbc",
+    g.addoption("--vm-user", dest="dbc_vm_user", metavar="USER", default="dbc",
                 help="guest user (default: dbc)")
     g.addoption("--vm-password-file", dest="dbc_vm_password_file", default=None,
                 metavar="PATH", help="file holding the guest password (or set DBC_VM_PASSWORD)")
-    g.addoption("--vm-password", dest="dbc_vm_password", default=None,
+    g.addoption("--vm-password", dest="dbc_vm_password", metavar="PASSWORD", default=None,
                 help="guest password on the command line (visible in the process list: "
                      "prefer --vm-password-file or DBC_VM_PASSWORD); masked in reports")
     g.addoption("--vm-key", dest="dbc_vm_key", default=None, metavar="PATH",
@@ -67,20 +74,22 @@ def add_options(parser: pytest.Parser) -> None:
                      "ssh:// guest not in known_hosts, or a test VM without a guest agent)")
     g.addoption("--keep-vm", dest="dbc_keep_vm", action="store_true",
                 help="keep the test VM after the run (prints how to remove it)")
-    g.addoption("--guest", dest="dbc_guest", default="vm",
+    g.addoption("--guest", dest="dbc_guest", default="vm", metavar="WHERE",
                 help="where in-guest tests run: vm (default), ssh://user@host:port, or local")
     # in-guest tests
-    g.addoption("--profile", dest="dbc_profile", default="dbc",
+    g.addoption("--profile", dest="dbc_profile", default="dbc", choices=guest_profiles(),
                 help="thresholds of the in-guest unit tests (default: dbc)")
-    g.addoption("--expect-gpus", dest="dbc_expect_gpus", type=int, default=None,
+    g.addoption("--expect-gpus", dest="dbc_expect_gpus", metavar="N", type=int, default=None,
                 help="number of GPUs the guest must show (default: those passed through)")
-    g.addoption("--stress-seconds", dest="dbc_stress_seconds", type=float, default=60.0,
+    g.addoption("--stress-seconds", dest="dbc_stress_seconds", metavar="SECONDS", type=float,
+                default=60.0,
                 help="length of the GEMM burn per GPU (default: 60)")
     # benchmarks
-    g.addoption("--bench-profile", dest="dbc_bench_profile", default="default",
+    g.addoption("--bench-profile", dest="dbc_bench_profile", metavar="NAME", default="default",
                 choices=("quick", "default", "full", "dbc-legacy"),
                 help="CNN benchmark profile (default: default)")
-    g.addoption("--bench-min-ratio", dest="dbc_bench_min_ratio", type=float, default=0.85,
+    g.addoption("--bench-min-ratio", dest="dbc_bench_min_ratio", metavar="RATIO", type=float,
+                default=0.85,
                 help="fail a model below this share of its reference (default: 0.85)")
     # the node on the network
     g.addoption("--listen-broadcast", dest="dbc_listen_broadcast", type=float, default=None,
@@ -92,3 +101,6 @@ def add_options(parser: pytest.Parser) -> None:
                 help="where the run's result folder goes (default: reports/)")
     g.addoption("--no-report", dest="dbc_no_report", action="store_true",
                 help="write no result folder")
+    g.addoption("--lang", dest="dbc_lang", default=None, choices=("en", "zh"),
+                help="language of the verdict, the fixes' headings and the report's "
+                     "headings: en or zh (default: from the locale); check ids stay the same")

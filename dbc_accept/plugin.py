@@ -144,7 +144,9 @@ def pytest_configure(config: pytest.Config) -> None:
     snapshot = config.getoption("dbc_snapshot")
     if snapshot:
         if not os.path.isdir(snapshot):
-            raise pytest.UsageError(f"--snapshot {snapshot}: no such folder")
+            what = ("is a file: give the snapshot's folder (the one holding snapshot.json)"
+                    if os.path.isfile(snapshot) else "no such folder")
+            raise pytest.UsageError(f"--snapshot {snapshot}: {what}")
         nodes(config)  # a snapshot of the wrong format is a usage error, reported now
     elif getattr(config.option, "hosts", None) or getattr(config.option, "ansible_inventory", None):
         nodes(config)  # a bad --hosts is a usage error now, not a collection error later

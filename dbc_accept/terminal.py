@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dbc_accept.messages import t
+from dbc_accept.messages import set_lang, t
 from dbc_accept.story import FixGroup, Tally, group_findings, short_id
 from dbc_accept.verdict import Finding
 
@@ -97,6 +97,7 @@ def pytest_runtest_makereport(
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    set_lang(config.getoption("dbc_lang", None))
     tally = config.stash[TALLY_KEY] = Tally()
     config.pluginmanager.register(_Story(tally), "dbc-accept-story")
     tr = config.pluginmanager.getplugin("terminalreporter")

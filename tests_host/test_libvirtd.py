@@ -18,6 +18,7 @@ from dbc_accept.facts.libvirtd import (
     tcp_port,
 )
 from dbc_accept.facts.listeners import gather_listeners, on_port
+from dbc_accept.facts.system import gather_os_release
 from dbc_accept.plugin import each
 from dbc_accept.verdict import FactError, check, fail, observe
 
@@ -54,7 +55,14 @@ def test_libvirtd_listen_arg(node: HostFacts) -> None:
     check(args.listen, "libvirtd.args",
           observed=f"{DEFAULTS}: {shown or 'no ' + ' or '.join(args.variables)}"
           + ("" if args.exists else " (file missing)"),
-          expected=f'{args.variables[0]}="-l" (Ubuntu {args.version_id or "?"})')
+          expected=f'{args.variables[0]}="-l" ({_release(node, args.version_id)})')
+
+
+def _release(node: HostFacts, version_id: str) -> str:
+    """The node's OS as os-release names it ("Debian GNU/Linux 12", "Ubuntu 22.04.4 LTS")."""
+    release = node.try_get(gather_os_release)
+    return (release.pretty_name if release and release.pretty_name
+            else f"release {version_id or '?'}")
 
 
 @pytest.mark.requires("libvirt")

@@ -9,6 +9,7 @@ Every file passes through one scrub (:mod:`dbc_accept.report.redact`).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Generator
@@ -62,6 +63,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if not rf.acceptance_run(config):
         return
     state = ReportState(rf.make_folder(config), redactor(config))
+    # A usage error found later (a bad option value) ends the run before sessionfinish:
+    # the folder must not stay behind empty.
+    config.add_cleanup(lambda: _drop_if_empty(state.folder))
     opt = config.option
     if hasattr(opt, "htmlpath"):  # pytest-html is installed (it may be disabled with -p no:)
         state.user_html = opt.htmlpath or None
@@ -72,6 +76,11 @@ def pytest_configure(config: pytest.Config) -> None:
     state.min_ratio = float(config.getoption("dbc_bench_min_ratio", 0.85) or 0.85)
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(ReportWriter(config, state), "dbc-accept-report")
+
+
+def _drop_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only an empty folder: a written report stays
 
 
 def _system_info(session: pytest.Session, state: ReportState) -> None:
