@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -91,6 +92,11 @@ def _targets(args: argparse.Namespace) -> list[Target]:
     if lax:
         print(f"warning: {lax}", file=sys.stderr)
     names = [h.strip() for h in (args.hosts or "").split(",") if h.strip()] or ["ansible://all"]
+    for name in names:
+        why = bad_host_spec(name)
+        if why:
+            raise UsageError(f"--hosts {name}: {why} (expected e.g. "
+                             "ssh://root@node1,paramiko://node2:22)")
     try:
         hosts = testinfra.get_hosts(
             names, connection=args.connection, ssh_config=args.ssh_config,
@@ -105,6 +111,24 @@ def _targets(args: argparse.Namespace) -> list[Target]:
         found.setdefault(_host_name(host), NodeReadTarget(TestinfraTarget(host, _host_name(host)),
                                                           {"dbc_dir": args.dbc_dir}))
     return list(found.values())
+
+
+def replay_line(snapshot: Path) -> str:
+    """The command that replays ``snapshot``, runnable as written from any folder."""
+    suite = Path(__file__).resolve().parents[1]
+    where = f"cd {shlex.quote(str(suite))} && " if (suite / "tests_host").is_dir() else ""
+    return f"{where}pytest -m host --snapshot={shlex.quote(str(snapshot))}"
+
+
+def bad_host_spec(name: str) -> str | None:
+    """Why a --hosts entry is not a host address (None: it reads as one)."""
+    from urllib.parse import urlsplit
+
+    try:
+        port = urlsplit(name if "://" in name else f"ssh://{name}").port
+    except ValueError as exc:
+        return str(exc)
+    return None if port is None or 0 < port < 65536 else f"port {port} out of range"
 
 
 def _empty_folder(path: Path) -> None:
@@ -173,8 +197,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
               f"{len(recorder.commands)} commands (secrets redacted)")
         for problem in recorder.problems:
             print(f"  note: a gatherer failed and its facts may be incomplete: {problem}")
+    if status and root.is_dir() and not any(root.iterdir()):
+        root.rmdir()  # nothing captured: no empty folder left behind
     if status == 0:
-        print(f"replay: pytest -m host --snapshot {root if len(targets) == 1 else root / '<host>'}")
+        where = root.resolve() if len(targets) == 1 else root.resolve() / "<host>"
+        print(f"replay: {replay_line(where)}")
     return status
 
 

@@ -54,7 +54,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], messa
 def test_capture_of_this_machine(tmp_path: Path) -> None:
     proc = run("snapshot", str(tmp_path / "snap"))
     assert proc.returncode == 0, proc.stderr
-    assert f"replay: pytest -m host --snapshot {tmp_path / 'snap'}" in proc.stdout
+    assert f"pytest -m host --snapshot={(tmp_path / 'snap').resolve()}" in proc.stdout
     meta = json.loads((tmp_path / "snap" / "snapshot.json").read_text())
     assert meta["format"] == FORMAT and meta["target"] == "local"
     assert meta["hostname"] == socket.gethostname()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +71,22 @@ def test_chinese_from_one_catalogue_with_the_same_ids(tmp_path: Path) -> None:
     assert docs[0] == docs[1]
     zh_html = next((tmp_path / "zh").glob("*/report.html")).read_text(encoding="utf-8")
     assert "需要修复的问题（根本原因在前）" in zh_html and "结论" in zh_html
+
+
+def test_snapshot_bad_hosts_is_a_usage_error_without_a_folder(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "dbc_accept.cli", "snapshot", "--hosts=::bad::",
+                          str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--hosts ::bad::" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "s").exists()
+
+
+def test_the_printed_replay_line_works_as_written(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "dbc_accept.cli", "snapshot",
+                          str(tmp_path / "snap")], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("replay: ")]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    replay = subprocess.run(["bash", "-c", line[len("replay: "):] + " --no-report"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert replay.returncode in (0, 1), replay.stdout[-2000:] + replay.stderr[-2000:]
+    assert re.search(r"dbc-accept: \d+ PASS, \d+ FAIL", replay.stdout.splitlines()[-1])
