@@ -214,10 +214,15 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(f"cleanup needs libvirt-python ({exc}): pip install libvirt-python") \
             from None
+    folder = os.path.dirname(os.path.abspath(args.vm_image))
+    if args.vm_image != DEFAULT_IMAGE and not os.path.isfile(args.vm_image):
+        # a mistyped path would sweep the wrong folder and report success
+        raise UsageError(f"--vm-image {args.vm_image}: no such file (give the template image "
+                         "the test VM used: this tool's overlays sit beside it)")
     notes: list[str] = []
     try:
         removed = sweep(args.libvirt_uri, force=args.force, log=notes.append,
-                        folders=[os.path.dirname(os.path.abspath(args.vm_image))])
+                        folders=[folder])
     except Exception as exc:  # libvirtError and friends: report, do not trace back
         get = getattr(exc, "get_error_message", None)
         why = get() if callable(get) else str(exc)

@@ -90,3 +90,10 @@ def test_the_printed_replay_line_works_as_written(tmp_path: Path) -> None:
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert replay.returncode in (0, 1), replay.stdout[-2000:] + replay.stderr[-2000:]
     assert re.search(r"dbc-accept: \d+ PASS, \d+ FAIL", replay.stdout.splitlines()[-1])
+
+
+def test_cleanup_with_a_missing_image_is_a_usage_error() -> None:
+    out = subprocess.run([sys.executable, "-m", "dbc_accept.cli", "cleanup", "--vm-image",
+                          "/nonexistent"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--vm-image /nonexistent: no such file" in out.stderr
+    assert not out.stdout  # nothing was swept
