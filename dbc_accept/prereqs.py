@@ -9,9 +9,8 @@ that needs libvirtd reachable skips behind "libvirt installed" when that is what
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
