@@ -2,7 +2,8 @@
 
 ``dbc-accept snapshot DIR`` captures this machine (or ``--hosts``) into a snapshot folder
 that ``pytest -m host --snapshot DIR`` replays; ``dbc-accept cleanup`` removes the test
-VMs and overlays that an interrupted run left behind. Bad input ends with one line on
+VMs and overlays that an interrupted run left behind; ``dbc-accept fix`` writes a script that
+fixes what the host checks found (dbc_accept/fix). Bad input ends with one line on
 stderr and exit status 2, never a traceback.
 """
 
@@ -66,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--force", action="store_true",
                        help="remove test VMs of runs that still seem to be going")
     clean.set_defaults(func=cmd_cleanup)
+    from dbc_accept.fix.command import add_parser
+
+    add_parser(sub, UsageError)
     return parser
 
 

@@ -10,13 +10,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dbc_accept.fix.actions import (
+    IOMMU_ON,
+    Action,
+    Blacklist,
+    Chmod,
+    EnableUnit,
+    FstabQuota,
+    KernelParams,
+    LibvirtdConf,
+    LibvirtdListenArg,
+    LibvirtNetwork,
+    Manual,
+    MaskUnits,
+    Module,
+    Packages,
+    Sysctl,
+    VfioIds,
+)
 from dbc_accept.guide import readable
 
 
 @dataclass(frozen=True)
 class Remedy:
+    """The fix text, its guide step, and what `dbc-accept fix` does about it (see
+    dbc_accept/fix/actions.py); no actions: a person must act, the text is a comment."""
+
     fix: str
     step: str = ""
+    actions: tuple[Action, ...] = ()
 
     def text(self) -> str:
         return f"{self.fix} (install guide {readable(self.step)})" if self.step else self.fix
@@ -27,6 +49,12 @@ GRUB = (
     "`sudo update-grub && sudo reboot`"
 )
 FB_OFF = "nofb video=vesafb:off video=efifb:off vga=off initcall_blacklist=sysfb_init"
+IOMMU_PARAMS = KernelParams((IOMMU_ON, "iommu=pt"))
+BLACKLIST = ("snd_hda_intel", "amd76x_edac", "vga16fb", "nouveau", "rivafb", "nvidiafb", "rivatv")
+SOCKETS = ("libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket",
+           "libvirtd-tls.socket", "libvirtd-tcp.socket")
+BRIDGE_NF = (Module("br_netfilter"), Sysctl("net.bridge.bridge-nf-call-iptables", "1"),
+             Sysctl("net.bridge.bridge-nf-call-ip6tables", "1"))
 
 REMEDIES: dict[str, Remedy] = {
     # --- area: host (prerequisites of every other check) ---
@@ -46,60 +74,68 @@ REMEDIES: dict[str, Remedy] = {
         "enable VT-x/AMD-V in the BIOS, then `sudo modprobe kvm_intel` (or kvm_amd); "
         "`kvm-ok` must say 'KVM acceleration can be used'", "(三) 2"),
     "cpu.ignore_msrs": Remedy(
-        f"add kvm.ignore_msrs=1 to the kernel command line: {GRUB}", "(三) vfio"),
+        f"add kvm.ignore_msrs=1 to the kernel command line: {GRUB}", "(三) vfio",
+        (KernelParams(("kvm.ignore_msrs=1",)),)),
     # --- area: iommu ---
     "iommu.firmware": Remedy(
         "enable VT-d (Intel: Processor > IIO Configuration > Intel VT for Directed I/O) or "
         "AMD-Vi/IOMMU in the BIOS/UEFI setup", "(三) 1"),
     "iommu.cmdline": Remedy(
         f"add intel_iommu=on (amd_iommu=on on AMD) iommu=pt to the kernel command line: {GRUB}",
-        "(三) vfio"),
+        "(三) vfio", (IOMMU_PARAMS,)),
     "iommu.passthrough": Remedy(
         f"add iommu=pt (with intel_iommu=on, or amd_iommu=on on AMD) to the kernel command "
-        f"line: {GRUB}", "(三) vfio"),
+        f"line: {GRUB}", "(三) vfio", (IOMMU_PARAMS,)),
     "iommu.groups": Remedy(
         f"enable VT-d/AMD-Vi in the BIOS and add intel_iommu=on (or amd_iommu=on) iommu=pt: {GRUB}",
-        "(三) vfio"),
+        "(三) vfio", (IOMMU_PARAMS, Manual())),
     # --- area: gpu ---
     "gpu.present": Remedy(
         "seat the GPUs and check `lspci -nn | grep -i nvidia`; a node without an NVIDIA GPU "
         "cannot rent GPUs", "(三) vfio"),
     "gpu.vfio_bound": Remedy(
-        "add every NVIDIA id (`lspci -nn | grep NVIDIA`, e.g. 10de:2231,10de:1aef) as "
-        f"vfio-pci.ids=... and rd.driver.pre=vfio-pci to the kernel command line: {GRUB}; "
-        "or bind now: `echo VENDOR DEVICE > /sys/bus/pci/drivers/vfio-pci/new_id`", "(三) vfio"),
+        "give every NVIDIA id (`lspci -nn | grep NVIDIA`, e.g. 10de:2231,10de:1aef) to vfio-pci "
+        "at boot: `options vfio-pci ids=...` in /etc/modprobe.d/vfio.conf and "
+        "`sudo update-initramfs -u -k all` (or vfio-pci.ids=... and rd.driver.pre=vfio-pci on "
+        f"the kernel command line: {GRUB}); bind now: `echo vfio-pci > "
+        "/sys/bus/pci/devices/BDF/driver_override`, unbind, `echo BDF > "
+        "/sys/bus/pci/drivers_probe`", "(三) vfio", (VfioIds(),)),
     "gpu.iommu_group": Remedy(
         "every device in a GPU's IOMMU group must go to the VM: bind it to vfio-pci too "
         "(add its id to vfio-pci.ids=), or move the GPU to a slot with its own group",
-        "(三) vfio"),
+        "(三) vfio", (VfioIds(), Manual())),
     "gpu.vfio_persistent": Remedy(
         "the binding is lost at reboot: add vfio-pci.ids=<ids> to the kernel command line "
-        f"({GRUB}) or `options vfio-pci ids=<ids>` in /etc/modprobe.d/vfio.conf", "(三) vfio"),
+        f"({GRUB}) or `options vfio-pci ids=<ids>` in /etc/modprobe.d/vfio.conf (then "
+        "`sudo update-initramfs -u -k all`)", "(三) vfio", (VfioIds(),)),
     # --- area: drivers ---
     "drivers.not_loaded": Remedy(
         "blacklist the driver in /etc/modprobe.d/blacklist.conf, run "
-        "`sudo update-initramfs -u -k all` and reboot", "(三) vfio"),
+        "`sudo update-initramfs -u -k all` and reboot", "(三) vfio", (Blacklist(BLACKLIST),)),
     "drivers.blacklist": Remedy(
         "append to /etc/modprobe.d/blacklist.conf: blacklist snd_hda_intel, amd76x_edac, "
-        "vga16fb, nouveau, rivafb, nvidiafb, rivatv (one `blacklist NAME` per line)", "(三) vfio"),
+        "vga16fb, nouveau, rivafb, nvidiafb, rivatv (one `blacklist NAME` per line), then "
+        "`sudo update-initramfs -u -k all`", "(三) vfio", (Blacklist(BLACKLIST),)),
     # --- area: framebuffer ---
     "fb.iomem": Remedy(
         f"a boot framebuffer holds the GPU's memory; add {FB_OFF} to the kernel command "
-        f"line: {GRUB} (run `sudo update-initramfs -u -k all` first)", "(十一)"),
+        f"line: {GRUB} (run `sudo update-initramfs -u -k all` first)", "(十一)",
+        (KernelParams(tuple(FB_OFF.split()), replaces=False),)),
     "fb.bar_reserve": Remedy(
         f"vfio-pci cannot reserve a GPU BAR; add {FB_OFF} to the kernel command line: {GRUB} "
-        "(run `sudo update-initramfs -u -k all` first)", "(十一)"),
+        "(run `sudo update-initramfs -u -k all` first)", "(十一)",
+        (KernelParams(tuple(FB_OFF.split()), replaces=False),)),
     # --- area: net ---
     "net.ip_forward": Remedy(
         "`sudo sh -c 'echo net.ipv4.ip_forward=1 >> /etc/sysctl.conf' && sudo sysctl -p`",
-        "(三) 3"),
+        "(三) 3", (Sysctl("net.ipv4.ip_forward", "1"),)),
     "net.br_netfilter": Remedy(
         "`sudo modprobe br_netfilter && sudo sh -c 'echo br_netfilter > "
-        "/etc/modules-load.d/br_netfilter.conf'`", "(三) 3"),
+        "/etc/modules-load.d/br_netfilter.conf'`", "(三) 3", (Module("br_netfilter"),)),
     "net.bridge_nf": Remedy(
         "`sudo modprobe br_netfilter`, then `sudo sysctl -w net.bridge.bridge-nf-call-iptables=1 "
         "net.bridge.bridge-nf-call-ip6tables=1` and persist both in /etc/sysctl.conf",
-        "(三) vfio"),
+        "(三) vfio", BRIDGE_NF),
     # --- area: storage ---
     "storage.mount": Remedy(
         "`sudo mkfs.xfs -n ftype=1 -f /dev/DISK && sudo mount -o pquota /dev/DISK /data`",
@@ -111,11 +147,12 @@ REMEDIES: dict[str, Remedy] = {
         "(二)"),
     "storage.pquota": Remedy(
         "mount with project quotas: `pquota` in the /etc/fstab options of /data, then "
-        "`sudo umount /data && sudo mount -a` (a remount cannot turn quotas on)", "(二)"),
+        "`sudo umount /data && sudo mount -a` (a remount cannot turn quotas on)", "(二)",
+        (FstabQuota(),)),
     "storage.fstab": Remedy(
         "`echo '/dev/DISK /data xfs pquota 0 1' | sudo tee -a /etc/fstab && sudo mount -a`",
-        "(二)"),
-    "storage.writable": Remedy("`sudo chmod 777 /data`", "(二)"),
+        "(二)", (FstabQuota(),)),
+    "storage.writable": Remedy("`sudo chmod 777 /data`", "(二)", (Chmod("/data", "777"),)),
     "storage.size": Remedy(
         "use a data disk larger than 350 GB for /data (check_env refuses smaller)", "(二)"),
     "host.memory": Remedy(
@@ -123,20 +160,23 @@ REMEDIES: dict[str, Remedy] = {
     # --- area: libvirtd ---
     "libvirtd.conf": Remedy(
         "in /etc/libvirt/libvirtd.conf uncomment `listen_tls = 0` and `listen_tcp = 1` and set "
-        '`auth_tcp = "none"`, then `sudo systemctl restart libvirtd`', "(四) 1"),
+        '`auth_tcp = "none"`, then `sudo systemctl restart libvirtd`', "(四) 1",
+        (LibvirtdConf("listen_tls", "0"), LibvirtdConf("listen_tcp", "1"),
+         LibvirtdConf("auth_tcp", '"none"'))),
     "libvirtd.args": Remedy(
         'in /etc/default/libvirtd set `libvirtd_opts="-l"` (Ubuntu 20.04) or '
         '`LIBVIRT_ARGS="-l"` (22.04 and later), then `sudo systemctl restart libvirtd`',
-        "(四) 1"),
+        "(四) 1", (LibvirtdListenArg(),)),
     "libvirtd.sockets": Remedy(
         "`sudo systemctl mask libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket "
-        "libvirtd-tls.socket libvirtd-tcp.socket`", "(四) 1"),
+        "libvirtd-tls.socket libvirtd-tcp.socket`", "(四) 1", (MaskUnits(SOCKETS),)),
     "libvirtd.service": Remedy(
         "`sudo systemctl restart libvirtd.service && sudo systemctl enable libvirtd.service`",
-        "(四) 2"),
+        "(四) 2", (EnableUnit("libvirtd.service"),)),
     "libvirtd.listening": Remedy(
         "libvirtd must listen on TCP 16509: fix libvirtd.conf and /etc/default/libvirtd, mask "
-        "the sockets, `sudo systemctl restart libvirtd`", "(四) 1"),
+        "the sockets, `sudo systemctl restart libvirtd`", "(四) 1",
+        (EnableUnit("libvirtd.service"), Manual())),
     "libvirtd.connect": Remedy(
         "`virsh connect qemu+tcp://localhost:16509/system` must work: check libvirtd.conf "
         "(auth_tcp = \"none\"), `systemctl status libvirtd`, and that KVM is usable", "(四) 3"),
@@ -150,18 +190,21 @@ REMEDIES: dict[str, Remedy] = {
         "outside traffic: `sudo iptables -I INPUT -p tcp --dport 16509 ! -s 127.0.0.1 -j DROP`",
         "(四) 1"),
     # --- area: virt ---
-    "virt.vhost_net": Remedy("`sudo modprobe vhost_net` and add vhost_net to /etc/modules", "(一)"),
-    "virt.tun": Remedy("`sudo modprobe tun`", "(一)"),
+    "virt.vhost_net": Remedy(
+        "`sudo modprobe vhost_net` and add vhost_net to /etc/modules-load.d/vhost_net.conf",
+        "(一)", (Module("vhost_net"),)),
+    "virt.tun": Remedy("`sudo modprobe tun` (and tun in /etc/modules-load.d/tun.conf)", "(一)",
+                       (Module("tun"),)),
     "virt.cgroups": Remedy(
         "enable the cgroup controller (kernel command line `cgroup_enable=...`) and reboot",
         "(一)"),
     "virt.packages": Remedy(
         "`sudo apt-get install qemu-kvm libvirt-clients libvirt-daemon-system bridge-utils "
-        "virt-manager ovmf cpu-checker`", "(一)"),
+        "virt-manager ovmf cpu-checker xfsprogs` (those missing)", "(一)", (Packages(),)),
     "virt.default_network": Remedy(
         "`sudo virsh net-define /usr/share/libvirt/networks/default.xml; sudo virsh net-start "
-        "default; sudo virsh net-autostart default`", "(四)"),
-    "virt.ovmf": Remedy("`sudo apt-get install ovmf`", "(一)"),
+        "default; sudo virsh net-autostart default`", "(四)", (LibvirtNetwork("default"),)),
+    "virt.ovmf": Remedy("`sudo apt-get install ovmf`", "(一)", (Packages(("ovmf",)),)),
     # --- area: dbc ---
     "dbc.process": Remedy(
         "start the dbc node program (see its install folder), or install it as user dbc: "
