@@ -46,10 +46,13 @@ def add_parser(sub: Any, usage_error: type[Exception]) -> None:
                      help="SSH private key")
     fix.add_argument("--dbc-dir", default=None, metavar="DIR",
                      help="the dbc install folder (default: found from its process)")
+    fix.add_argument("--node-dat-backup", default=None, metavar="PATH",
+                     help="a backup of dat/node.dat to compare with the node's")
     fix.add_argument("--libvirt-uri", default=DEFAULT_URI,
                      help=f"libvirt connection the checks use (default: {DEFAULT_URI})")
     fix.add_argument("--fails-only", action="store_true",
-                     help="WARN findings as comments only (default: steps too)")
+                     help="leave WARN findings out (default: a step where a script can "
+                          "fix them, else a comment)")
     fix.add_argument("--apply", action="store_true",
                      help="run the steps now, asking before each one")
     fix.add_argument("--yes", action="store_true", help="with --apply: do not ask")
@@ -105,7 +108,8 @@ def run_checks(args: argparse.Namespace) -> _Collector:
     where += ["--hosts", args.hosts] if args.hosts else []
     for flag, value in (("--ssh-config", args.ssh_config),
                         ("--ssh-identity-file", args.ssh_identity_file),
-                        ("--dbc-dir", args.dbc_dir)):
+                        ("--dbc-dir", args.dbc_dir),
+                        ("--node-dat-backup", args.node_dat_backup)):
         where += [flag, value] if value else []
     argv = ["-m", "host", *where, "--libvirt-uri", args.libvirt_uri, "--no-report",
             "-p", "no:cacheprovider", "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml"),

@@ -93,6 +93,11 @@ def _module(act: a.Module, node: HostFacts) -> list[Piece]:
 
 
 def _libvirtd_conf(act: a.LibvirtdConf, node: HostFacts) -> list[Piece]:
+    from dbc_accept.facts.libvirtd import gather_libvirtd_conf
+
+    conf = node.try_get(gather_libvirtd_conf)
+    if conf is not None and str(conf.get(act.key)) == act.value.strip('"'):
+        return []  # this key is right; another one failed the check
     return [Piece("libvirtd.conf", 30, "libvirtd's TCP settings in /etc/libvirt/libvirtd.conf",
                   (f"libvirtd_conf {_quote(act.key, act.value)}",))]
 
@@ -107,8 +112,12 @@ def _listen_arg(act: a.LibvirtdListenArg, node: HostFacts) -> list[Piece]:
 
 
 def _mask(act: a.MaskUnits, node: HostFacts) -> list[Piece]:
+    from dbc_accept.facts.libvirtd import gather_socket_masks
+
+    links = node.try_get(gather_socket_masks) or {}
+    units = [u for u in act.units if links.get(u) != "/dev/null"]
     return [Piece("mask", 32, "libvirtd's socket units masked (libvirtd listens itself)",
-                  tuple(f"mask_unit {_quote(u)}" for u in act.units))]
+                  tuple(f"mask_unit {_quote(u)}" for u in units))] if units else []
 
 
 def _enable(act: a.EnableUnit, node: HostFacts) -> list[Piece]:
@@ -262,25 +271,26 @@ AFTER = {
 
 def plan(findings: list[Finding], node: HostFacts, warn_steps: bool = True,
          unchecked: list[str] | None = None) -> Plan:
-    """The steps and notes for ``findings`` (WARNs as steps unless ``warn_steps`` is off)."""
+    """The steps and notes for ``findings`` (WARNs left out when ``warn_steps`` is off)."""
     result = Plan(unchecked=list(unchecked or []))
     steps: dict[str, Step] = {}
     for finding in findings:
+        if finding.level != "fail" and not warn_steps:
+            continue
         remedy = REMEDIES.get(finding.check, Remedy(finding.fix))
         label = f"{finding.check} ({finding.level.upper()})"
-        as_steps = finding.level == "fail" or warn_steps
         acted = False
-        for act in remedy.actions if as_steps else ():
+        for act in remedy.actions:
             resolver = RESOLVERS.get(type(act))
             for piece in resolver(act, node) if resolver else ():
                 if isinstance(piece, str):
                     _note(result, finding, piece)
-                    continue
-                _add(steps, piece, label, remedy.step)
+                else:
+                    _add(steps, piece, label, remedy.step)
                 acted = True
             if type(act).__name__ in AFTER:
                 _note(result, finding, AFTER[type(act).__name__])
-        manual = not remedy.actions or not as_steps or any(
+        manual = not remedy.actions or any(
             isinstance(x, a.Manual) for x in remedy.actions)
         if manual or not acted:
             _note(result, finding, remedy.text() if finding.check in REMEDIES else finding.fix)

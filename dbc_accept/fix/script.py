@@ -43,13 +43,16 @@ def render(plan: Plan, source: str, warn_steps: bool) -> str:
            "# Read it before you run it (as root: sudo sh THIS_FILE). Every step looks first and",
            "# changes only what is missing: running the script twice changes nothing the second",
            "# time. It never formats a disk; what needs a person is written as comments only.",
-           "# WARN findings are " + ("steps too (marked WARN)." if warn_steps else
-                                     "comments only (--fails-only)."),
+           "# " + ("WARN findings are fixed too where a script can (marked WARN)." if warn_steps
+                   else "WARN findings are left out (--fails-only)."),
            ""]
     out += _manual(plan)
     if not plan.steps:
-        said = "every host check passed" if plan.empty else "see the notes above"
-        out += [f"# Nothing for a script to fix: {said}.",
+        if plan.empty:
+            said = "# Nothing to fix: no FAIL" + (" or WARN." if warn_steps else ".")
+        else:
+            said = "# Nothing for a script to fix: see the notes above."
+        out += [said,
                 "echo 'dbc-accept fix: nothing to fix'", ""]
         return "\n".join(out)
     out += [PRELUDE]
