@@ -175,7 +175,8 @@ REMEDIES: dict[str, Remedy] = {
         "(四) 2", (EnableUnit("libvirtd.service"),)),
     "libvirtd.listening": Remedy(
         "libvirtd must listen on TCP 16509: fix libvirtd.conf and /etc/default/libvirtd, mask "
-        "the sockets, `sudo systemctl restart libvirtd`", "(四) 1",
+        "the sockets, `sudo systemctl restart libvirtd && sudo systemctl enable libvirtd.service`",
+        "(四) 1",
         (EnableUnit("libvirtd.service"), Manual())),
     "libvirtd.connect": Remedy(
         "`virsh connect qemu+tcp://localhost:16509/system` must work: check libvirtd.conf "

@@ -1,0 +1,128 @@
+"""A `dbc-accept fix` script run for real, twice, on a folder that stands for /.
+
+The folder is a faulty snapshot's own file tree (``DBC_FIX_ROOT``), the commands are the
+stand-ins of fake_node_bin.py (they change the tree as the kernel, systemd, libvirt and apt
+would). The first run must fix every check that reads files, which a replay of the host
+checks on the same snapshot proves; the second run must change nothing: the tree is the
+same file for file, and no command that changes anything ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+from selftests import test_faults_host_a as fa
+from selftests import test_faults_host_b as fb
+from selftests.fake_node_bin import install
+from selftests.fix_support import BACKUP, commands, notes, write_fix
+from selftests.snapshot_harness import Snapshot, copy_snapshot
+
+MUTATIONS = {**{f.name: f.mutate for f in fa.FAULTS}, **{f.name: f.mutate for f in fb.FAULTS}}
+# Every fault a script can fix, at once, as on a node just installed (Intel, Ubuntu 22.04).
+FAULTS = ("ip-forward-0", "ip-forward-not-persisted", "br-netfilter-not-loaded",
+          "br-netfilter-not-at-boot", "blacklist-missing", "audio-on-snd-hda-intel",
+          "manual-binding-only", "listen-tcp-commented", "auth-tcp-sasl", "no-listen-arg-2204",
+          "socket-not-masked", "service-disabled", "package-missing", "fstab-without-pquota",
+          "no-tun", "no-vhost-net", "bar-cant-reserve", "default-network-inactive")
+# What a replay of the snapshot cannot see fixed: the kernel command line of this boot and
+# its log (a reboot), and what libvirt's own answer says (a recorded command).
+AFTER_REBOOT = {"test_iommu.py::test_iommu_passthrough",
+                "test_framebuffer.py::test_no_bar_reserve_errors",
+                "test_virt_parity.py::test_default_network"}
+
+
+def faulty_node(tmp_path: Path) -> Snapshot:
+    snap = copy_snapshot("intel-2204-4gpu", tmp_path)
+    for name in FAULTS:
+        MUTATIONS[name](snap)
+    snap.replace("/proc/cmdline", "iommu=pt ", "")
+    snap.replace("/etc/default/grub", "iommu=pt ", "")
+    # As on a node: a module that is not loaded has no device node (and the other way round).
+    snap.replace("/proc/modules", "vhost_net 32768 0 - Live 0xffffffffc0d8e000\n", "")
+    snap.path("/sys/bus/pci/drivers/snd_hda_intel").mkdir(parents=True, exist_ok=True)
+    return snap
+
+
+def run_script(script: str, root: Path, log: Path, bin_dir: Path) -> str:
+    log.write_text("", encoding="utf-8")
+    env = {**os.environ, "DBC_FIX_ROOT": str(root), "FAKE_LOG": str(log),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    return log.read_text(encoding="utf-8")
+
+
+def kernel_probes(root: Path) -> list[str]:
+    """What the kernel does on `echo BDF > drivers_probe` after a driver_override."""
+    probe = root / "sys/bus/pci/drivers_probe"
+    bound = probe.read_text(encoding="utf-8").split() if probe.exists() else []
+    for bdf in bound:
+        device = root / "sys/bus/pci/devices" / bdf
+        assert (device / "driver_override").read_text(encoding="utf-8") == "vfio-pci\n"
+        os.unlink(device / "driver")
+        os.symlink("../../../../bus/pci/drivers/vfio-pci", device / "driver")
+    return bound
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every path under root: a link's target, a file's digest and mode, a folder's mode."""
+    found: dict[str, str] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                found[rel] = "-> " + os.readlink(path)
+            elif path.is_dir():
+                found[rel] = f"dir {path.stat().st_mode:o}"
+            else:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                found[rel] = f"{digest} {path.stat().st_mode:o}"
+    return found
+
+
+def test_script_fixes_then_changes_nothing(tmp_path: Path) -> None:
+    snap = faulty_node(tmp_path / "node")
+    before = snap.run(extra_args=["--node-dat-backup", str(BACKUP)])
+    script = write_fix(snap)
+    root, log, bin_dir = snap.root / "fs", tmp_path / "log", install(tmp_path / "bin")
+
+    first = run_script(script, root, log, bin_dir)
+    for command in ("sysctl -q -w net.ipv4.ip_forward=1", "modprobe br_netfilter",
+                    "systemctl mask libvirtd-tcp.socket", "systemctl restart libvirtd.service",
+                    "systemctl enable libvirtd.service", "apt-get install -y virt-manager",
+                    "update-grub", "update-initramfs -u -k all", "virsh net-start default"):
+        assert command in first, first
+    assert kernel_probes(root) == ["0000:3b:00.1"]
+
+    after = snap.run(extra_args=["--node-dat-backup", str(BACKUP)])
+    assert after.failed == AFTER_REBOOT & before.failed, after.summary()
+    assert not after.warned - {"test_dbc_network.py::test_monitor_server[dbc_monitor_server]",
+                                "test_dbc_network.py::test_monitor_server[miner_monitor_server]"}
+
+    state = tree(root)
+    second = run_script(script, root, log, bin_dir)
+    assert second == "", f"the second run changed things:\n{second}"
+    assert tree(root) == state
+
+    again = write_fix(snap)
+    assert commands(again) == ["libvirt_network default"], again
+    assert "iommu=pt nofb video=vesafb:off" not in notes(again)
+    assert "already in /etc/default/grub for the next boot: reboot" in notes(again), again
+
+
+def test_sysctl_conf_setting_replaced_not_duplicated(tmp_path: Path) -> None:
+    snap = copy_snapshot("intel-2204-4gpu", tmp_path / "node")
+    MUTATIONS["ip-forward-overridden"](snap)
+    script = write_fix(snap)
+    root, log, bin_dir = snap.root / "fs", tmp_path / "log", install(tmp_path / "bin")
+    assert run_script(script, root, log, bin_dir) == ""  # ip_forward is 1 now: no sysctl -w
+    conf = (root / "etc/sysctl.conf").read_text(encoding="utf-8").splitlines()
+    assert "#net.ipv4.ip_forward=0" in conf and conf[-1] == "net.ipv4.ip_forward = 1"
+    assert not snap.run("test_network.py").failed
+    assert run_script(script, root, log, bin_dir) == ""
+    assert (root / "etc/sysctl.conf").read_text(encoding="utf-8").splitlines() == conf
