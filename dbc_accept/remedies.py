@@ -138,7 +138,8 @@ REMEDIES: dict[str, Remedy] = {
         "(三) vfio", BRIDGE_NF),
     # --- area: storage ---
     "storage.mount": Remedy(
-        "`sudo mkfs.xfs -n ftype=1 -f /dev/DISK && sudo mount -o pquota /dev/DISK /data`",
+        "on a new, empty disk (mkfs erases DISK): `sudo mkfs.xfs -n ftype=1 -f /dev/DISK && "
+        "sudo mount -o pquota /dev/DISK /data`",
         "(二)"),
     "storage.xfs": Remedy(
         "/data must be XFS: `sudo mkfs.xfs -n ftype=1 -f /dev/DISK` (erases DISK)", "(二)"),

@@ -96,8 +96,8 @@ CASES = {
     "fstab-pquota": Case(("fstab-without-pquota",), ["fstab_quota /data /dev/sdb xfs"],
                          note="pquota takes effect when /data is mounted again"),
     "fstab-line": Case(("not-in-fstab",), ["fstab_quota /data /dev/sdb xfs"]),
-    "mounted-without-pquota": Case(("no-pquota",), [],
-                                   note="pquota takes effect when /data is mounted again"),
+    "mounted-without-pquota": Case(("no-pquota",), [], note="`sudo umount /data && sudo "
+                                   "mount -a` (a remount cannot turn quotas on)"),
     "data-not-xfs": Case(("data-ext4",), [], note="mkfs.xfs"),
     "no-data-disk": Case(("data-missing",), [], note="[storage.mount] FAIL"),
     "small-ram": Case(("ram-16g",), [], note="[host.memory] FAIL"),

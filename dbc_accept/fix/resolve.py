@@ -282,13 +282,14 @@ def plan(findings: list[Finding], node: HostFacts, warn_steps: bool = True,
         acted = False
         for act in remedy.actions:
             resolver = RESOLVERS.get(type(act))
-            for piece in resolver(act, node) if resolver else ():
+            pieces = resolver(act, node) if resolver else ()
+            for piece in pieces:
                 if isinstance(piece, str):
                     _note(result, finding, piece)
                 else:
                     _add(steps, piece, label, remedy.step)
                 acted = True
-            if type(act).__name__ in AFTER:
+            if pieces and type(act).__name__ in AFTER:
                 _note(result, finding, AFTER[type(act).__name__])
         manual = not remedy.actions or any(
             isinstance(x, a.Manual) for x in remedy.actions)
