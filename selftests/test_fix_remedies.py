@@ -18,7 +18,7 @@ from dbc_accept.fix.command import apply
 from dbc_accept.fix.resolve import RESOLVERS, plan
 from dbc_accept.remedies import REMEDIES
 from dbc_accept.snapshot import SnapshotTarget
-from dbc_accept.target import LocalTarget
+from dbc_accept.target import LocalTarget, TestinfraTarget
 from dbc_accept.verdict import Finding
 from selftests.fake_node_bin import install
 from selftests.snapshot_harness import copy_snapshot
@@ -91,3 +91,22 @@ def test_apply_asks_before_each_step(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert snap.read("/proc/sys/net/ipv4/ip_forward") == "0\n"
     assert apply(result, LocalTarget(), None) == 0  # --yes: every step, no question
     assert snap.read("/proc/sys/net/ipv4/ip_forward") == "1\n"
+
+
+def test_apply_through_testinfra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --hosts runs each step as one remote `sh -c`: the step's text must survive the quoting.
+    import testinfra
+
+    snap = copy_snapshot("intel-2204-4gpu", tmp_path)
+    snap.replace("/etc/libvirt/libvirtd.conf", 'auth_tcp = "none"', 'auth_tcp = "sasl"')
+    node = HostFacts(SnapshotTarget(str(snap.root)))
+    result = plan([finding("libvirtd.conf")], node)
+    log = tmp_path / "log"
+    log.write_text("", encoding="utf-8")
+    monkeypatch.setenv("DBC_FIX_ROOT", str(snap.root / "fs"))
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setenv("PATH", f"{install(tmp_path / 'bin')}:{os.environ['PATH']}")
+    target = TestinfraTarget(testinfra.get_host("local://"), "local")
+    assert apply(result, target, None) == 0
+    assert 'auth_tcp = "none"' in snap.read("/etc/libvirt/libvirtd.conf").splitlines()
+    assert log.read_text(encoding="utf-8") == "systemctl restart libvirtd.service\n"

@@ -178,6 +178,8 @@ def _vfio(act: a.VfioIds, node: HostFacts) -> list[Piece]:
     if any(i not in persisted for _, i, _ in functions):
         ids = sorted({i for _, i, _ in functions} | {i.lower() for i in given})
         lines.append(f"vfio_ids {_quote(','.join(ids))}")
+    drivers = sorted({drv for _, _, drv in functions if drv and drv != "vfio-pci"})
+    lines += [f"vfio_before {_quote(drv)}" for drv in drivers]
     lines += [f"bind_vfio {_quote(bdf)}" for bdf, _, drv in functions if drv != "vfio-pci"]
     if not lines:
         return []

@@ -131,6 +131,12 @@ vfio_ids() {
   [ -z "$CHANGED" ] || mark initramfs
 }
 
+# vfio_before DRIVER: vfio-pci loaded before DRIVER, which holds a GPU function now
+vfio_before() {
+  CHANGED=; add_line "$R/etc/modprobe.d/vfio.conf" "softdep $1 pre: vfio-pci"
+  [ -z "$CHANGED" ] || mark initramfs
+}
+
 # bind_vfio BDF: the function on vfio-pci now (driver_override, unbind, probe)
 bind_vfio() {
   d="$R/sys/bus/pci/devices/$1"
