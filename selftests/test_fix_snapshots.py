@@ -185,7 +185,9 @@ def test_good_snapshot_has_nothing_to_fix(base: str, tmp_path: Path) -> None:
     (["--snapshot", "SNAP", "--apply"], "--snapshot writes the script only"),
     (["--snapshot", "/nonexistent/snap"], "not a snapshot folder"),
     (["--hosts", "ssh://a,ssh://b"], "one host at a time"),
-    (["--apply", "-o", "-"], "--apply writes the script to a file"),
+    (["--hosts", "ssh://a", "--apply", "-o", "-"], "--apply writes the script to a file"),
+    (["-o", "/nonexistent/folder/fix.sh"], "not a file in an existing folder"),
+    (["--hosts", "bogus://x"], "--hosts bogus://x"),
 ])
 def test_usage_errors(args: list[str], message: str, tmp_path: Path,
                       capsys: pytest.CaptureFixture[str]) -> None:
@@ -194,3 +196,12 @@ def test_usage_errors(args: list[str], message: str, tmp_path: Path,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("dbc-accept fix: ") and message in err and err.count("\n") == 1, err
+
+
+def test_unreachable_host_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fix.sh"
+    rc = main(["fix", "--hosts", "paramiko://root@127.0.0.1:1", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and not out.exists(), err
+    assert err.startswith("dbc-accept fix: ") and "cannot connect" in err, err
+    assert err.count("\n") == 1, err

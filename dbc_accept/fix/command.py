@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from dbc_accept.fix.resolve import Plan, Step, plan
 from dbc_accept.fix.script import render, step_header, step_script
 from dbc_accept.options import DEFAULT_URI
 from dbc_accept.target import Target
-from dbc_accept.verdict import Finding
+from dbc_accept.verdict import FactError, Finding
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS_HOST = REPO / "tests_host"
@@ -71,8 +72,13 @@ def _usage(args: argparse.Namespace, usage_error: type[Exception]) -> None:
         raise usage_error(f"--hosts {args.hosts}: one host at a time (one script per node)")
     if args.apply and args.output == "-":
         raise usage_error("--apply writes the script to a file: leave out '-o -'")
+    if args.apply and not args.hosts and os.geteuid() != 0:
+        raise usage_error("--apply changes this machine: run it as root (sudo)")
     if not TESTS_HOST.is_dir():
         raise usage_error(f"the host checks are not at {TESTS_HOST}: run it from a checkout")
+    out = Path(args.output)
+    if args.output != "-" and (out.is_dir() or not out.parent.is_dir()):
+        raise usage_error(f"-o {args.output}: not a file in an existing folder")
 
 
 class _Collector:
@@ -126,11 +132,14 @@ def run_checks(args: argparse.Namespace) -> _Collector:
     return collector
 
 
-def _target(args: argparse.Namespace) -> Target:
+def _target(args: argparse.Namespace, usage_error: type[Exception]) -> Target:
     if args.snapshot:
-        from dbc_accept.snapshot import SnapshotTarget
+        from dbc_accept.snapshot import SnapshotError, SnapshotTarget
 
-        return SnapshotTarget(args.snapshot)
+        try:
+            return SnapshotTarget(args.snapshot)
+        except SnapshotError as exc:
+            raise usage_error(f"--snapshot {args.snapshot}: {exc}") from None
     from dbc_accept.cli import _targets
 
     ns = argparse.Namespace(hosts=args.hosts, ansible_inventory=None, connection=None,
@@ -139,26 +148,44 @@ def _target(args: argparse.Namespace) -> Target:
     return _targets(ns)[0]
 
 
-def _source(args: argparse.Namespace, target: Target) -> str:
+def _source(args: argparse.Namespace, hostname: str) -> str:
+    """Where the findings came from, and when the script was written."""
+    from dbc_accept.recording import tool_version
+
+    when = f"written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by dbc-accept " \
+           f"{tool_version()}"
     if args.snapshot:
         meta = json.loads((Path(args.snapshot) / "snapshot.json").read_text(encoding="utf-8"))
-        return f"snapshot {args.snapshot} (host {meta.get('hostname') or '?'})"
-    return target.name if args.hosts else "this machine"
+        return f"snapshot {args.snapshot} (host {meta.get('hostname') or '?'})\n# {when}"
+    return f"{args.hosts or 'this machine'} ({hostname})\n# {when}"
+
+
+def _hostname(target: Target) -> str:
+    """The node's name; FactError when it cannot be reached."""
+    from dbc_accept.facts import read
+
+    return read(target, "/proc/sys/kernel/hostname").strip() or "?"
 
 
 def cmd_fix(args: argparse.Namespace, usage_error: type[Exception]) -> int:
     _usage(args, usage_error)
-    target = _target(args)
+    target = _target(args, usage_error)
     try:
+        hostname = "" if args.snapshot else _hostname(target)
         found = run_checks(args)
-    except RuntimeError as exc:
+    except (RuntimeError, FactError) as exc:
         print(f"dbc-accept fix: {exc}", file=sys.stderr)
         return 1
     node = HostFacts(target, {"dbc_libvirt_uri": args.libvirt_uri, "dbc_dir": args.dbc_dir})
     result = plan(found.findings, node, warn_steps=not args.fails_only,
                   unchecked=found.unchecked)
-    text = render(result, _source(args, target), warn_steps=not args.fails_only)
-    _write(args.output, text)
+    text = render(result, _source(args, hostname), warn_steps=not args.fails_only)
+    try:
+        _write(args.output, text)
+    except OSError as exc:
+        print(f"dbc-accept fix: cannot write {args.output}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     _summary(args, found, result)
     if args.apply and result.steps:
         return apply(result, target, ask=None if args.yes else _ask)
