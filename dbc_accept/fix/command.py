@@ -117,8 +117,9 @@ def run_checks(args: argparse.Namespace) -> _Collector:
                         ("--dbc-dir", args.dbc_dir),
                         ("--node-dat-backup", args.node_dat_backup)):
         where += [flag, value] if value else []
-    argv = ["-m", "host", *where, "--libvirt-uri", args.libvirt_uri, "--no-report",
-            "-p", "no:cacheprovider", "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml"),
+    argv = ["-p", "dbc_accept.plugin", "-m", "host", *where, "--libvirt-uri", args.libvirt_uri,
+            "--no-report", "-p", "no:cacheprovider", "--rootdir", str(REPO),
+            "-c", str(REPO / "pyproject.toml"),
             *(["-p", "no:terminal"] if args.quiet else ["-q"]), str(TESTS_HOST)]
     saved = os.environ.pop("PYTEST_ADDOPTS", None)
     try:
