@@ -126,3 +126,15 @@ def test_sysctl_conf_setting_replaced_not_duplicated(tmp_path: Path) -> None:
     assert not snap.run("test_network.py").failed
     assert run_script(script, root, log, bin_dir) == ""
     assert (root / "etc/sysctl.conf").read_text(encoding="utf-8").splitlines() == conf
+
+
+def test_right_setting_written_otherwise_is_kept(tmp_path: Path) -> None:
+    # /etc/sysctl.conf says net.ipv4.ip_forward=1 (no blanks); only the running value is 0.
+    snap = copy_snapshot("intel-2204-4gpu", tmp_path / "node")
+    MUTATIONS["ip-forward-0"](snap)
+    conf = snap.read("/etc/sysctl.conf")
+    script = write_fix(snap)
+    root, log, bin_dir = snap.root / "fs", tmp_path / "log", install(tmp_path / "bin")
+    assert run_script(script, root, log, bin_dir) == "sysctl -q -w net.ipv4.ip_forward=1\n"
+    assert snap.read("/etc/sysctl.conf") == conf
+    assert run_script(script, root, log, bin_dir) == ""

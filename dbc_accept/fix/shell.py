@@ -26,11 +26,15 @@ add_line() {
   if ! grep -qxF -- "$2" "$1"; then printf '%s\n' "$2" >> "$1"; say "$1: added '$2'"; CHANGED=1; fi
 }
 
-# set_key FILE KEY LINE: LINE is the one setting of KEY in FILE (other settings commented out)
+# set_key FILE KEY LINE: LINE is the one setting of KEY in FILE (other settings commented out;
+# one that differs from LINE only in blanks is kept)
 set_key() {
   ensure_file "$1"
   pat="^[[:space:]]*$2[[:space:]]*="
-  if [ "$(grep -cE "$pat" "$1" || true)" = 1 ] && grep -qxF -- "$3" "$1"; then return 0; fi
+  if [ "$(grep -cE "$pat" "$1" || true)" = 1 ] &&
+    [ "$(grep -E "$pat" "$1" | tr -d ' \t')" = "$(printf '%s' "$3" | tr -d ' \t')" ]; then
+    return 0
+  fi
   sed -i -E "/$pat/s/^/#/" "$1"
   printf '%s\n' "$3" >> "$1"; say "$1: '$3'"; CHANGED=1
 }
