@@ -10,24 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dbc_accept.fix.actions import (
-    IOMMU_ON,
-    Action,
-    Blacklist,
-    Chmod,
-    EnableUnit,
-    FstabQuota,
-    KernelParams,
-    LibvirtdConf,
-    LibvirtdListenArg,
-    LibvirtNetwork,
-    Manual,
-    MaskUnits,
-    Module,
-    Packages,
-    Sysctl,
-    VfioIds,
-)
+from dbc_accept.fix import actions as a
 from dbc_accept.guide import readable
 
 
@@ -38,7 +21,7 @@ class Remedy:
 
     fix: str
     step: str = ""
-    actions: tuple[Action, ...] = ()
+    actions: tuple[a.Action, ...] = ()
 
     def text(self) -> str:
         return f"{self.fix} (install guide {readable(self.step)})" if self.step else self.fix
@@ -49,12 +32,12 @@ GRUB = (
     "`sudo update-grub && sudo reboot`"
 )
 FB_OFF = "nofb video=vesafb:off video=efifb:off vga=off initcall_blacklist=sysfb_init"
-IOMMU_PARAMS = KernelParams((IOMMU_ON, "iommu=pt"))
+IOMMU_PARAMS = a.KernelParams((a.IOMMU_ON, "iommu=pt"))
 BLACKLIST = ("snd_hda_intel", "amd76x_edac", "vga16fb", "nouveau", "rivafb", "nvidiafb", "rivatv")
 SOCKETS = ("libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket",
            "libvirtd-tls.socket", "libvirtd-tcp.socket")
-BRIDGE_NF = (Module("br_netfilter"), Sysctl("net.bridge.bridge-nf-call-iptables", "1"),
-             Sysctl("net.bridge.bridge-nf-call-ip6tables", "1"))
+BRIDGE_NF = (a.Module("br_netfilter"), a.Sysctl("net.bridge.bridge-nf-call-iptables", "1"),
+             a.Sysctl("net.bridge.bridge-nf-call-ip6tables", "1"))
 
 REMEDIES: dict[str, Remedy] = {
     # --- area: host (prerequisites of every other check) ---
@@ -75,7 +58,7 @@ REMEDIES: dict[str, Remedy] = {
         "`kvm-ok` must say 'KVM acceleration can be used'", "(三) 2"),
     "cpu.ignore_msrs": Remedy(
         f"add kvm.ignore_msrs=1 to the kernel command line: {GRUB}", "(三) vfio",
-        (KernelParams(("kvm.ignore_msrs=1",)),)),
+        (a.KernelParams(("kvm.ignore_msrs=1",)),)),
     # --- area: iommu ---
     "iommu.firmware": Remedy(
         "enable VT-d (Intel: Processor > IIO Configuration > Intel VT for Directed I/O) or "
@@ -88,7 +71,7 @@ REMEDIES: dict[str, Remedy] = {
         f"line: {GRUB}", "(三) vfio", (IOMMU_PARAMS,)),
     "iommu.groups": Remedy(
         f"enable VT-d/AMD-Vi in the BIOS and add intel_iommu=on (or amd_iommu=on) iommu=pt: {GRUB}",
-        "(三) vfio", (IOMMU_PARAMS, Manual())),
+        "(三) vfio", (IOMMU_PARAMS, a.Manual())),
     # --- area: gpu ---
     "gpu.present": Remedy(
         "seat the GPUs and check `lspci -nn | grep -i nvidia`; a node without an NVIDIA GPU "
@@ -99,39 +82,39 @@ REMEDIES: dict[str, Remedy] = {
         "`sudo update-initramfs -u -k all` (or vfio-pci.ids=... and rd.driver.pre=vfio-pci on "
         f"the kernel command line: {GRUB}); bind now: `echo vfio-pci > "
         "/sys/bus/pci/devices/BDF/driver_override`, unbind, `echo BDF > "
-        "/sys/bus/pci/drivers_probe`", "(三) vfio", (VfioIds(),)),
+        "/sys/bus/pci/drivers_probe`", "(三) vfio", (a.VfioIds(),)),
     "gpu.iommu_group": Remedy(
         "every device in a GPU's IOMMU group must go to the VM: bind it to vfio-pci too "
         "(add its id to vfio-pci.ids=), or move the GPU to a slot with its own group",
-        "(三) vfio", (VfioIds(), Manual())),
+        "(三) vfio", (a.VfioIds(), a.Manual())),
     "gpu.vfio_persistent": Remedy(
         "the binding is lost at reboot: add vfio-pci.ids=<ids> to the kernel command line "
         f"({GRUB}) or `options vfio-pci ids=<ids>` in /etc/modprobe.d/vfio.conf (then "
-        "`sudo update-initramfs -u -k all`)", "(三) vfio", (VfioIds(),)),
+        "`sudo update-initramfs -u -k all`)", "(三) vfio", (a.VfioIds(),)),
     # --- area: drivers ---
     "drivers.not_loaded": Remedy(
         "blacklist the driver in /etc/modprobe.d/blacklist.conf, run "
-        "`sudo update-initramfs -u -k all` and reboot", "(三) vfio", (Blacklist(BLACKLIST),)),
+        "`sudo update-initramfs -u -k all` and reboot", "(三) vfio", (a.Blacklist(BLACKLIST),)),
     "drivers.blacklist": Remedy(
         "append to /etc/modprobe.d/blacklist.conf: blacklist snd_hda_intel, amd76x_edac, "
         "vga16fb, nouveau, rivafb, nvidiafb, rivatv (one `blacklist NAME` per line), then "
-        "`sudo update-initramfs -u -k all`", "(三) vfio", (Blacklist(BLACKLIST),)),
+        "`sudo update-initramfs -u -k all`", "(三) vfio", (a.Blacklist(BLACKLIST),)),
     # --- area: framebuffer ---
     "fb.iomem": Remedy(
         f"a boot framebuffer holds the GPU's memory; add {FB_OFF} to the kernel command "
         f"line: {GRUB} (run `sudo update-initramfs -u -k all` first)", "(十一)",
-        (KernelParams(tuple(FB_OFF.split()), replaces=False),)),
+        (a.KernelParams(tuple(FB_OFF.split()), replaces=False),)),
     "fb.bar_reserve": Remedy(
         f"vfio-pci cannot reserve a GPU BAR; add {FB_OFF} to the kernel command line: {GRUB} "
         "(run `sudo update-initramfs -u -k all` first)", "(十一)",
-        (KernelParams(tuple(FB_OFF.split()), replaces=False),)),
+        (a.KernelParams(tuple(FB_OFF.split()), replaces=False),)),
     # --- area: net ---
     "net.ip_forward": Remedy(
         "`sudo sh -c 'echo net.ipv4.ip_forward=1 >> /etc/sysctl.conf' && sudo sysctl -p`",
-        "(三) 3", (Sysctl("net.ipv4.ip_forward", "1"),)),
+        "(三) 3", (a.Sysctl("net.ipv4.ip_forward", "1"),)),
     "net.br_netfilter": Remedy(
         "`sudo modprobe br_netfilter && sudo sh -c 'echo br_netfilter > "
-        "/etc/modules-load.d/br_netfilter.conf'`", "(三) 3", (Module("br_netfilter"),)),
+        "/etc/modules-load.d/br_netfilter.conf'`", "(三) 3", (a.Module("br_netfilter"),)),
     "net.bridge_nf": Remedy(
         "`sudo modprobe br_netfilter`, then `sudo sysctl -w net.bridge.bridge-nf-call-iptables=1 "
         "net.bridge.bridge-nf-call-ip6tables=1` and persist both in /etc/sysctl.conf",
@@ -149,11 +132,11 @@ REMEDIES: dict[str, Remedy] = {
     "storage.pquota": Remedy(
         "mount with project quotas: `pquota` in the /etc/fstab options of /data, then "
         "`sudo umount /data && sudo mount -a` (a remount cannot turn quotas on)", "(二)",
-        (FstabQuota(),)),
+        (a.FstabQuota(),)),
     "storage.fstab": Remedy(
         "`echo '/dev/DISK /data xfs pquota 0 1' | sudo tee -a /etc/fstab && sudo mount -a`",
-        "(二)", (FstabQuota(),)),
-    "storage.writable": Remedy("`sudo chmod 777 /data`", "(二)", (Chmod("/data", "777"),)),
+        "(二)", (a.FstabQuota(),)),
+    "storage.writable": Remedy("`sudo chmod 777 /data`", "(二)", (a.Chmod("/data", "777"),)),
     "storage.size": Remedy(
         "use a data disk larger than 350 GB for /data (check_env refuses smaller)", "(二)"),
     "host.memory": Remedy(
@@ -162,23 +145,23 @@ REMEDIES: dict[str, Remedy] = {
     "libvirtd.conf": Remedy(
         "in /etc/libvirt/libvirtd.conf uncomment `listen_tls = 0` and `listen_tcp = 1` and set "
         '`auth_tcp = "none"`, then `sudo systemctl restart libvirtd`', "(四) 1",
-        (LibvirtdConf("listen_tls", "0"), LibvirtdConf("listen_tcp", "1"),
-         LibvirtdConf("auth_tcp", '"none"'))),
+        (a.LibvirtdConf("listen_tls", "0"), a.LibvirtdConf("listen_tcp", "1"),
+         a.LibvirtdConf("auth_tcp", '"none"'))),
     "libvirtd.args": Remedy(
         'in /etc/default/libvirtd set `libvirtd_opts="-l"` (Ubuntu 20.04) or '
         '`LIBVIRT_ARGS="-l"` (22.04 and later), then `sudo systemctl restart libvirtd`',
-        "(四) 1", (LibvirtdListenArg(),)),
+        "(四) 1", (a.LibvirtdListenArg(),)),
     "libvirtd.sockets": Remedy(
         "`sudo systemctl mask libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket "
-        "libvirtd-tls.socket libvirtd-tcp.socket`", "(四) 1", (MaskUnits(SOCKETS),)),
+        "libvirtd-tls.socket libvirtd-tcp.socket`", "(四) 1", (a.MaskUnits(SOCKETS),)),
     "libvirtd.service": Remedy(
         "`sudo systemctl restart libvirtd.service && sudo systemctl enable libvirtd.service`",
-        "(四) 2", (EnableUnit("libvirtd.service"),)),
+        "(四) 2", (a.EnableUnit("libvirtd.service"),)),
     "libvirtd.listening": Remedy(
         "libvirtd must listen on TCP 16509: fix libvirtd.conf and /etc/default/libvirtd, mask "
         "the sockets, `sudo systemctl restart libvirtd && sudo systemctl enable libvirtd.service`",
         "(四) 1",
-        (EnableUnit("libvirtd.service"), Manual())),
+        (a.EnableUnit("libvirtd.service"), a.Manual())),
     "libvirtd.connect": Remedy(
         "`virsh connect qemu+tcp://localhost:16509/system` must work: check libvirtd.conf "
         "(auth_tcp = \"none\"), `systemctl status libvirtd`, and that KVM is usable", "(四) 3"),
@@ -194,19 +177,19 @@ REMEDIES: dict[str, Remedy] = {
     # --- area: virt ---
     "virt.vhost_net": Remedy(
         "`sudo modprobe vhost_net` and add vhost_net to /etc/modules-load.d/vhost_net.conf",
-        "(一)", (Module("vhost_net"),)),
+        "(一)", (a.Module("vhost_net"),)),
     "virt.tun": Remedy("`sudo modprobe tun` (and tun in /etc/modules-load.d/tun.conf)", "(一)",
-                       (Module("tun"),)),
+                       (a.Module("tun"),)),
     "virt.cgroups": Remedy(
         "enable the cgroup controller (kernel command line `cgroup_enable=...`) and reboot",
         "(一)"),
     "virt.packages": Remedy(
         "`sudo apt-get install qemu-kvm libvirt-clients libvirt-daemon-system bridge-utils "
-        "virt-manager ovmf cpu-checker xfsprogs` (those missing)", "(一)", (Packages(),)),
+        "virt-manager ovmf cpu-checker xfsprogs` (those missing)", "(一)", (a.Packages(),)),
     "virt.default_network": Remedy(
         "`sudo virsh net-define /usr/share/libvirt/networks/default.xml; sudo virsh net-start "
-        "default; sudo virsh net-autostart default`", "(四)", (LibvirtNetwork("default"),)),
-    "virt.ovmf": Remedy("`sudo apt-get install ovmf`", "(一)", (Packages(("ovmf",)),)),
+        "default; sudo virsh net-autostart default`", "(四)", (a.LibvirtNetwork("default"),)),
+    "virt.ovmf": Remedy("`sudo apt-get install ovmf`", "(一)", (a.Packages(("ovmf",)),)),
     # --- area: dbc ---
     "dbc.process": Remedy(
         "start the dbc node program (see its install folder), or install it as user dbc: "
