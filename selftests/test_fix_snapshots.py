@@ -84,6 +84,9 @@ CASES = {
     "no-vt-d": Case(("no-dmar",), [], note="[iommu.firmware] FAIL: enable VT-d"),
     "listen-tcp": Case(("listen-tcp-commented",), ["libvirtd_conf listen_tcp 1", RESTART]),
     "auth-tcp": Case(("auth-tcp-sasl",), ["libvirtd_conf auth_tcp '\"none\"'", RESTART]),
+    "libvirtd-conf-unreadable": Case(("conf-garbage",), [
+        "libvirtd_conf listen_tls 0", "libvirtd_conf listen_tcp 1",
+        "libvirtd_conf auth_tcp '\"none\"'", RESTART]),
     "listen-arg-2204": Case(("no-listen-arg-2204",), [
         "libvirtd_arg LIBVIRT_ARGS", "libvirtd_arg LIBVIRTD_ARGS", RESTART]),
     "listen-arg-2004": Case(("no-listen-arg-2004",), ["libvirtd_arg libvirtd_opts", RESTART]),
