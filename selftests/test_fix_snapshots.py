@@ -7,6 +7,8 @@ must run; what needs a person must be a comment, never a command.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,3 +210,17 @@ def test_unreachable_host_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert rc == 1 and not out.exists(), err
     assert err.startswith("dbc-accept fix: ") and "cannot connect" in err, err
     assert err.count("\n") == 1, err
+
+
+def test_live_run_writes_a_script_it_does_not_run(tmp_path: Path) -> None:
+    # This machine, whatever it is: the script is written, parses, and nothing ran.
+    out = tmp_path / "fix.sh"
+    assert main(["fix", "-o", str(out), "-q"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("#!/bin/sh\n# dbc-accept fix for this machine (") and os.access(
+        out, os.X_OK)
+    for shell in ("sh", "bash"):
+        done = subprocess.run([shell, "-n", str(out)], capture_output=True, text=True,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+    assert not Path("/run/dbc-accept-fix").exists()
