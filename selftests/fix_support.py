@@ -40,7 +40,7 @@ def steps(text: str) -> list[ScriptStep]:
         for after in lines[number + 2:]:
             if not after or after.startswith("# ---") or after.startswith("if [ -e"):
                 break
-            if not after.startswith("echo 'step "):
+            if not after.startswith("echo 'step ") and not after.startswith("#"):
                 body.append(after)
         found.append(ScriptStep(head.group(3), lines[number + 1], body))
     return found
