@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -138,3 +139,32 @@ def test_right_setting_written_otherwise_is_kept(tmp_path: Path) -> None:
     assert run_script(script, root, log, bin_dir) == "sysctl -q -w net.ipv4.ip_forward=1\n"
     assert snap.read("/etc/sysctl.conf") == conf
     assert run_script(script, root, log, bin_dir) == ""
+
+
+def test_missing_update_grub_is_said_not_fatal(tmp_path: Path) -> None:
+    # A machine without update-grub (another boot loader): the step says so, the rest runs.
+    snap = copy_snapshot("intel-2204-4gpu", tmp_path / "node")
+    snap.replace("/proc/cmdline", "iommu=pt ", "")
+    snap.replace("/etc/default/grub", "iommu=pt ", "")
+    MUTATIONS["blacklist-missing"](snap)
+    script = write_fix(snap)
+    bin_dir = install(tmp_path / "bin")
+    (bin_dir / "update-grub").unlink()
+    tools = tmp_path / "tools"  # the real tools the functions use, and nothing else
+    tools.mkdir()
+    for name in ("sh", "grep", "sed", "awk", "cat", "mkdir", "dirname", "rm", "tr", "readlink",
+                 "tail", "basename", "id", "stat", "chmod", "ln"):
+        found = shutil.which(name)
+        assert found, name
+        os.symlink(found, tools / name)
+    log = tmp_path / "log"
+    log.write_text("", encoding="utf-8")
+    env = {"DBC_FIX_ROOT": str(snap.root / "fs"), "FAKE_LOG": str(log),
+           "PATH": f"{bin_dir}{os.pathsep}{tools}"}
+    done = subprocess.run([str(tools / "sh"), "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "update-grub is not installed here" in done.stderr
+    assert "iommu=pt" in snap.read("/etc/default/grub")
+    assert log.read_text(encoding="utf-8") == "update-initramfs -u -k all\n"
+    assert "reboot to finish" in done.stdout

@@ -169,12 +169,18 @@ grub_param() {
     "$f"
   say "$f: GRUB_CMDLINE_LINUX_DEFAULT=\"$new\""; mark grub
 }
+# run_or_say COMMAND...: run it, or say by hand what it would do where it is not installed
+run_or_say() {
+  if command -v "$1" >/dev/null 2>&1; then "$@"
+  else echo "  $1 is not installed here: do by hand what it does ($*), or the change waits" >&2
+  fi
+}
 update_grub_pending() {
-  if [ -e "$PENDING/grub" ]; then update-grub; rm -f "$PENDING/grub"; mark reboot; fi
+  if [ -e "$PENDING/grub" ]; then run_or_say update-grub; rm -f "$PENDING/grub"; mark reboot; fi
 }
 update_initramfs_pending() {
   if [ -e "$PENDING/initramfs" ]; then
-    update-initramfs -u -k all; rm -f "$PENDING/initramfs"; mark reboot
+    run_or_say update-initramfs -u -k all; rm -f "$PENDING/initramfs"; mark reboot
   fi
 }
 
