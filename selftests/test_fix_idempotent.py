@@ -168,3 +168,25 @@ def test_missing_update_grub_is_said_not_fatal(tmp_path: Path) -> None:
     assert "iommu=pt" in snap.read("/etc/default/grub")
     assert log.read_text(encoding="utf-8") == "update-initramfs -u -k all\n"
     assert "reboot to finish" in done.stdout
+
+
+def test_package_unknown_offline_is_left_out(tmp_path: Path) -> None:
+    # No mirror reachable and a package this system's lists do not have (cpu-checker is
+    # Ubuntu's): the step names it and the script goes on.
+    snap = copy_snapshot("intel-2204-4gpu", tmp_path / "node")
+    snap.replace("/var/lib/dpkg/status", "Package: cpu-checker\nStatus: install ok installed",
+                 "Package: cpu-checker\nStatus: deinstall ok config-files")
+    MUTATIONS["ip-forward-0"](snap)
+    script = write_fix(snap)
+    bin_dir = install(tmp_path / "bin")
+    (bin_dir / "apt-get").write_text('#!/bin/sh\necho "apt-get $*" >> "$FAKE_LOG"\nexit 100\n',
+                                     encoding="utf-8")
+    (bin_dir / "apt-cache").write_text("#!/bin/sh\nexit 100\n", encoding="utf-8")
+    done = subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "DBC_FIX_ROOT": str(snap.root / "fs"), "FAKE_LOG": str(tmp_path / "l"),
+             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cpu-checker: not in this system's package lists (left out)" in done.stdout
+    assert (tmp_path / "l").read_text(encoding="utf-8") == (
+        "apt-get update -q\nsysctl -q -w net.ipv4.ip_forward=1\n")

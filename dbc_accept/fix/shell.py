@@ -108,7 +108,7 @@ apt_install() {
     [ -n "$found" ] || want="$want ${alts%%|*}"
   done
   [ -n "$want" ] || return 0
-  apt-get update -q
+  apt-get update -q || say "apt-get update failed: the package lists this system has are used"
   have=
   for p in $want; do
     if apt-cache show "$p" >/dev/null 2>&1; then have="$have $p"
