@@ -205,7 +205,7 @@ def test_usage_errors(args: list[str], message: str, tmp_path: Path,
 
 def test_unreachable_host_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "fix.sh"
-    rc = main(["fix", "--hosts", "paramiko://root@127.0.0.1:1", "-o", str(out), "-q"])
+    rc = main(["fix", "--hosts", "ssh://root@127.0.0.1:1", "-o", str(out), "-q"])
     err = capsys.readouterr().err
     assert rc == 1 and not out.exists(), err
     assert err.startswith("dbc-accept fix: ") and "cannot connect" in err, err
@@ -224,3 +224,16 @@ def test_live_run_writes_a_script_it_does_not_run(tmp_path: Path) -> None:
                               check=False)
         assert done.returncode == 0, done.stderr
     assert not Path("/run/dbc-accept-fix").exists()
+
+
+def test_hosts_gives_the_live_script(tmp_path: Path) -> None:
+    # --hosts reads the node through testinfra (here its local backend): the same script.
+    live, remote = tmp_path / "live.sh", tmp_path / "remote.sh"
+    assert main(["fix", "-o", str(live), "-q"]) == 0
+    assert main(["fix", "--hosts", "local://", "-o", str(remote), "-q"]) == 0
+
+    def body(path: Path) -> list[str]:
+        return path.read_text(encoding="utf-8").splitlines()[3:]
+
+    assert remote.read_text(encoding="utf-8").startswith("#!/bin/sh\n# dbc-accept fix for local://")
+    assert body(remote) == body(live)

@@ -145,7 +145,7 @@ def _target(args: argparse.Namespace, usage_error: type[Exception]) -> Target:
 
     ns = argparse.Namespace(hosts=args.hosts, ansible_inventory=None, connection=None,
                             ssh_config=args.ssh_config, sudo=False,
-                            ssh_identity_file=args.ssh_identity_file)
+                            ssh_identity_file=args.ssh_identity_file, dbc_dir=args.dbc_dir)
     return _targets(ns)[0]
 
 
@@ -189,7 +189,11 @@ def cmd_fix(args: argparse.Namespace, usage_error: type[Exception]) -> int:
         return 1
     _summary(args, found, result)
     if args.apply and result.steps:
-        return apply(result, target, ask=None if args.yes else _ask)
+        from dbc_accept.nodecache import NodeReadTarget
+
+        # Steps run on the node itself, not through a reader that serves cached answers.
+        runner = target.inner if isinstance(target, NodeReadTarget) else target
+        return apply(result, runner, ask=None if args.yes else _ask)
     return 0
 
 
