@@ -37,6 +37,10 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--gpus", dest="dbc_gpus", metavar="GPUS", default="all",
                 help="GPUs for the test VM: 'all', a count, or PCI addresses "
                      "(0000:01:00.0,0000:02:00.0)")
+    g.addoption("--gpu-ids", dest="dbc_gpu_ids", default=None, metavar="VENDOR:DEVICE,...",
+                help="PCI ids that count as GPUs, for a stand-in device (default: NVIDIA "
+                     "display controllers and their card's functions; or set "
+                     "DBC_ACCEPT_GPU_IDS)")
     g.addoption("--vm-virt-type", dest="dbc_vm_virt_type", default="kvm",
                 choices=("kvm", "qemu"),
                 help="kvm (default) or qemu (software emulation, no passthrough)")

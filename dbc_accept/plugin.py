@@ -12,6 +12,7 @@ from typing import Any, Callable, TypeVar
 
 import pytest
 
+from dbc_accept import gpuids
 from dbc_accept.facts import HostFacts
 from dbc_accept.options import add_options
 from dbc_accept.secrecy import paramiko_host_key_warning, url_password_error
@@ -140,6 +141,7 @@ def nodes(config: pytest.Config) -> list[HostFacts]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[FINDINGS_KEY] = []
+    _set_gpu_ids(config)
     config.pluginmanager.register(_FindingsCollector(config), "dbc-accept-findings")
     snapshot = config.getoption("dbc_snapshot")
     if snapshot:
@@ -151,6 +153,19 @@ def pytest_configure(config: pytest.Config) -> None:
     elif getattr(config.option, "hosts", None) or getattr(config.option, "ansible_inventory", None):
         nodes(config)  # a bad --hosts is a usage error now, not a collection error later
     _check_network_options(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    gpuids.reset()  # the next run in this process reads its own --gpu-ids
+
+
+def _set_gpu_ids(config: pytest.Config) -> None:
+    """--gpu-ids (else DBC_ACCEPT_GPU_IDS, else NVIDIA): which PCI ids count as GPUs."""
+    text = config.getoption("dbc_gpu_ids")
+    try:
+        gpuids.set_gpu_ids(gpuids.parse_gpu_ids(text) if text is not None else gpuids.gpu_ids())
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _check_network_options(config: pytest.Config) -> None:

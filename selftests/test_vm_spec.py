@@ -84,8 +84,8 @@ def test_the_pci_facts_records_are_taken_as_they_are() -> None:
 
 @pytest.mark.parametrize(("spec", "words"), [
     ("4", r"has 3 GPU\(s\)"),
-    ("0000:05:00.0", "not an NVIDIA GPU"),
-    ("0000:01:00.1", "not an NVIDIA GPU"),
+    ("0000:05:00.0", "is not a GPU on this node"),
+    ("0000:01:00.1", "is not a GPU on this node"),
     ("gpu0", "is not a PCI address"),
     (",", "give 'all', a count"),
     ("-1", "is not a PCI address"),

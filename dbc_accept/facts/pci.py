@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from dbc_accept import gpuids
 from dbc_accept.facts import link_optional, list_optional, read, read_optional
 from dbc_accept.target import Target
 from dbc_accept.verdict import FactError
@@ -79,6 +80,11 @@ class PciFunction:
     @property
     def is_nvidia(self) -> bool:
         return self.vendor == NVIDIA
+
+    @property
+    def is_gpu(self) -> bool:
+        """A GPU's display function: NVIDIA class 03xx, or an id of --gpu-ids."""
+        return gpuids.is_gpu(self.vendor, self.device, self.pci_class)
 
     @property
     def is_display(self) -> bool:
@@ -156,14 +162,15 @@ def gather_pci_devices(target: Target) -> list[PciFunction]:
 
 
 def nvidia_gpus(functions: Iterable[PciFunction]) -> list[PciFunction]:
-    """The NVIDIA display functions (VGA or 3D controllers): one per GPU."""
-    return [f for f in functions if f.is_nvidia and f.is_display]
+    """The GPUs' display functions (NVIDIA VGA or 3D controllers, or --gpu-ids): one a GPU."""
+    return [f for f in functions if f.is_gpu]
 
 
 def nvidia_functions(functions: Iterable[PciFunction]) -> list[PciFunction]:
-    """Every function of the NVIDIA cards that a VM gets: display, audio, USB, serial bus."""
-    return [f for f in functions
-            if f.is_nvidia and (f.is_display or f.class_code in GPU_FUNCTION_KINDS)]
+    """Every function of the GPU cards that a VM gets: display, audio, USB, serial bus."""
+    everything = list(functions)
+    cards = gpuids.card_bdfs([(f.bdf, f.vendor, f.device, f.pci_class) for f in everything])
+    return [f for f in everything if f.bdf in cards]
 
 
 def iommu_group_members(functions: Iterable[PciFunction], group: str) -> list[PciFunction]:
@@ -172,7 +179,7 @@ def iommu_group_members(functions: Iterable[PciFunction], group: str) -> list[Pc
 
 
 def gpu_iommu_groups(functions: Iterable[PciFunction]) -> dict[str, list[PciFunction]]:
-    """IOMMU group -> its members, for every group that holds an NVIDIA GPU function."""
+    """IOMMU group -> its members, for every group that holds a GPU card's function."""
     everything = list(functions)
     groups = sorted({f.iommu_group for f in nvidia_functions(everything) if f.iommu_group},
                     key=lambda g: (len(g), g))

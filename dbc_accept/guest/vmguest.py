@@ -91,7 +91,7 @@ def passed_gpus(spec: VmSpec, pci_functions: list[Any]) -> list[PassedGpu]:
     """The GPUs (display functions) among the functions the VM gets."""
     wanted = set(spec.gpus)
     return [PassedGpu(f.bdf, f.pci_id, f.describe()) for f in pci_functions
-            if f.bdf in wanted and f.is_nvidia and f.is_display]
+            if f.bdf in wanted and f.is_gpu]
 
 
 @dataclass

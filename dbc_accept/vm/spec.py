@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dbc_accept import gpuids
+
 PREFIX = "dbc-accept-"
 NS = "urn:dbc-accept:vm:1"  # the metadata namespace that marks a domain as this tool's
 NS_PREFIX = "dbca"
@@ -126,6 +128,7 @@ class _Fn:
     vendor: str  # "10de"
     pci_class: str  # "0300"
     group: str | None  # IOMMU group, None without an IOMMU
+    device: str = ""  # "2204"
 
 
 def _field(obj: Any, *names: str) -> Any:
@@ -159,12 +162,13 @@ def _as_fn(obj: Any) -> _Fn:
         # the facts gatherer's pci_class is the 24-bit int (class, subclass, prog-if)
         pci_class=_hex(_field(obj, "pci_class", "device_class"), 4, int_width=6),
         group=None if group is None or group == "" else str(group),
+        device=_hex(_field(obj, "device", "device_id"), 4),
     )
 
 
 def _is_gpu(fn: _Fn) -> bool:
-    # NVIDIA display controllers (VGA 0300, 3D 0302, other 0380): one per GPU
-    return fn.vendor == NVIDIA and fn.pci_class.startswith("03")
+    # NVIDIA display controllers (VGA 0300, 3D 0302, other 0380), or --gpu-ids: one per GPU
+    return gpuids.is_gpu(fn.vendor, fn.device, int(fn.pci_class or "0", 16) << 8)
 
 
 def _companions(gpu: _Fn, fns: list[_Fn]) -> list[str]:
@@ -198,7 +202,7 @@ def choose_gpus(pci_functions: Iterable[Any], spec: str) -> list[str]:
                 raise ValueError(f"--gpus {spec}: {exc}; or use 'all' or a count") from None
             match = [g for g in gpus if g.bdf == bdf]
             if not match:
-                raise ValueError(f"--gpus {spec}: {bdf} is not an NVIDIA GPU on this node "
+                raise ValueError(f"--gpus {spec}: {bdf} is not a GPU on this node "
                                  f"(GPUs: {have})")
             chosen.extend(m for m in match if m not in chosen)
         if not chosen:
