@@ -178,7 +178,8 @@ configure_node() {
     sed -i 's/^#listen_tls = 0/listen_tls = 0/; s/^#listen_tcp = 1/listen_tcp = 1/; s/^#auth_tcp = "sasl"/auth_tcp = "none"/' "$c"
     grep -q '^listen_tcp = 1' "$c" && grep -q '^auth_tcp = "none"' "$c" \
         || { log "libvirtd.conf lacks the guide's commented lines"; exit 1; }
-    echo 'libvirtd_opts="-l"' > "$r/etc/default/libvirtd"
+    # libvirt 7's unit reads LIBVIRTD_ARGS (Ubuntu 20.04's read libvirtd_opts)
+    echo 'LIBVIRTD_ARGS="-l"' > "$r/etc/default/libvirtd"
     for s in libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tls.socket libvirtd-tcp.socket; do
         ln -sf /dev/null "$r/etc/systemd/system/$s"
     done
@@ -217,6 +218,21 @@ EOF
     chroot "$r" systemctl enable dbc.service >/dev/null 2>&1
 }
 
+node_venv() {
+    # The project's dependencies in a venv of the node's python3, installed offline from the
+    # wheelhouse here at native speed (under emulation it takes minutes): host-check.sh uses
+    # it with DBC_ACCEPT_VENV=/opt/dbc-accept-venv and only adds the project itself.
+    r=$1
+    mkdir -p "$r/tmp/project"
+    cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/dbc_accept" "$r/tmp/project/"
+    chroot "$r" sh -c 'python3 -m venv /opt/dbc-accept-venv &&
+        W=/opt/dbc-accept-wheels && P=/opt/dbc-accept-venv/bin/pip &&
+        $P install -q --no-index --find-links $W --upgrade pip &&
+        $P install -q --no-index --find-links $W "/tmp/project[libvirt]" &&
+        $P uninstall -q -y dbc-accept' >&2
+    rm -rf "$r/tmp/project"
+}
+
 grub_cmdline() {
     # What update-grub puts on the kernel line: GRUB_CMDLINE_LINUX then ..._DEFAULT.
     sh -c ". '$1/etc/default/grub'; echo \"\$GRUB_CMDLINE_LINUX \$GRUB_CMDLINE_LINUX_DEFAULT\""
@@ -249,6 +265,7 @@ build_variant() {
     else
         truncate -s "$DATA_SIZE" "$work/$variant/data.img"  # blank, as a new disk is
     fi
+    node_venv "$r"
     chroot "$r" update-initramfs -u -k all >/dev/null 2>&1
     cp "$(ls "$r"/boot/vmlinuz-* | tail -n1)" "$work/$variant/vmlinuz"
     cp "$(ls "$r"/boot/initrd.img-* | tail -n1)" "$work/$variant/initrd.img"
