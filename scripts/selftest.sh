@@ -37,6 +37,10 @@ step "guest image"
 eval "$(scripts/build-guest-image.sh)"
 export DBC_CI_IMAGE DBC_CI_KERNEL DBC_CI_INITRD DBC_CI_CMDLINE
 
+step "node image (the node in miniature, selftests marked node)"
+eval "$(scripts/build-node-image.sh)"
+export DBC_NODE_DIR DBC_NODE_KEY
+
 step "lint and types"
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -18,6 +18,7 @@ NEEDS_SERVICES = [
     "test_vm_e2e.py",  # a VM booted under qemu
     "test_cleanup_ownership.py",  # libvirtd and qemu-img
     "test_secrets_running_node.py",  # a process named dbc: never beside other files
+    "test_node_e2e.py",  # the node in miniature booted under qemu
 ]
 PORTABLE = bool(os.environ.get("DBC_SELFTEST_PORTABLE"))
 collect_ignore = NEEDS_SERVICES if PORTABLE else []
