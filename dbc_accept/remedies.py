@@ -361,6 +361,9 @@ REMEDIES: dict[str, Remedy] = {
     "vm.gpu_busy": Remedy(
         "the GPU belongs to another VM (perhaps a renter's): choose other GPUs with --gpus, or "
         "run the test when the node is idle"),
+    "vm.virt_type": Remedy(
+        "run the passthrough VM with --vm-virt-type kvm (a node has VT-x/AMD-V and /dev/kvm), "
+        "or test the VM without GPUs under software emulation: --vm-virt-type qemu --gpus 0"),
     "vm.gpu_returned": Remedy(
         "the GPU must be on vfio-pci before the node rents it again: `echo BDF | sudo tee "
         "/sys/bus/pci/devices/BDF/driver/unbind; echo vfio-pci | sudo tee "

@@ -131,8 +131,8 @@ def preflight(conn: Any, spec: VmSpec, target: Target | None = None) -> None:
     """Raise VmRefused unless the VM of ``spec`` can be created without touching others."""
     _check_name_free(conn, domain_name(spec.run_id))
     if spec.gpus and spec.virt_type != "kvm":
-        raise VmRefused("GPU passthrough needs --vm-virt-type kvm (VFIO does not work under "
-                        "software emulation); use --gpus 0 with qemu", "vm.gpu_busy")
+        raise VmRefused("GPU passthrough needs --vm-virt-type kvm here; use --gpus 0 "
+                        "with qemu", "vm.virt_type")
     recheck_gpus(conn, spec)
     target = target or LocalTarget()
     for bdf in spec.gpus:
