@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,10 @@ def test_a_fault_in_chinese_same_ids_same_results_json(tmp_path: Path) -> None:
     assert remedy_for("net.ip_forward", "en") in runs["en"].stdout
     assert _results(tmp_path / "en") == _results(tmp_path / "zh")
     report = next((tmp_path / "zh").glob("*/report.html")).read_text(encoding="utf-8")
+    blob = re.search(r'data-jsonblob="([^"]*)"', report)
+    assert blob is not None
+    tests = json.dumps(json.loads(unescape(blob.group(1)))["tests"], ensure_ascii=False)
+    assert "<th>级别</th><th>检查项</th><th>实际</th><th>应为</th><th>修复</th>" in tests
     assert IP_FORWARD_ZH.replace("'", "&#x27;").replace(">", "&gt;").replace(
         "&&", "&amp;&amp;") in report
 

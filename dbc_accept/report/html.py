@@ -44,7 +44,7 @@ def test_extras(result: TestResult, r: Redactor) -> list[str]:
     blocks = []
     if result.findings:
         rows = "".join(
-            f"<tr><td>{escape(str(f['level']).upper())}</td><td>{escape(str(f['check']))}</td>"
+            f"<tr><td>{escape(t(str(f['level']).upper()))}</td><td>{escape(str(f['check']))}</td>"
             f"<td>{escape(r.scrub(str(f['observed'])))}</td>"
             f"<td>{escape(r.scrub(str(f['expected'])))}</td>"
             f"<td>{escape(r.scrub(localized(str(f['check']), str(f['fix']))))}</td></tr>"
@@ -54,7 +54,7 @@ def test_extras(result: TestResult, r: Redactor) -> list[str]:
         blocks.append(f"<table class='dbc-findings'><tr>{heads}</tr>{rows}</table>")
     if result.values:
         text = json.dumps(result.values, indent=1, default=str, sort_keys=True)
-        blocks.append(f"<div><b>observed</b>{_pre(r.scrub(text))}</div>")
+        blocks.append(f"<div><b>{escape(t('observed'))}</b>{_pre(r.scrub(text))}</div>")
     blocks.extend(_details(name, text, r) for name, text in result.attachments)
     return blocks
 
