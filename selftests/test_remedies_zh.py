@@ -198,3 +198,20 @@ def test_guest_local_skips_and_fixes_say_this_machine(pytester: pytest.Pytester)
         assert f"nvidia-xconfig is not installed on {words}" in out, out
         assert f"fix: {words} has too little RAM for its GPUs" in out, out
     assert guest_kind() == "vm"  # each run puts back what it found
+
+
+def test_in_guest_suite_on_this_machine_says_this_machine(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pytest tests_vm --guest local` where this machine shows no GPU: the skips say so."""
+    monkeypatch.setattr("dbc_accept.guest.slots._sysfs_models", lambda: [])
+    monkeypatch.setattr("dbc_accept.facts.pci.nvidia_gpus", lambda devices: [])
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    pytest.main([str(REPO / "tests_vm"), "--guest", "local", "--no-report", "-rs", "--lang=en",
+                 "-p", "no:cacheprovider", "--rootdir", str(REPO), "-c",
+                 str(REPO / "pyproject.toml")])
+    out = capsys.readouterr().out
+    skips = [ln for ln in out.splitlines() if ln.startswith("SKIPPED")]
+    assert skips and all("(this machine shows no NVIDIA GPU; --expect-gpus not given)" in ln
+                         for ln in skips), out[-3000:]
+    told = out.split("what to fix", 1)[-1]
+    assert not re.search(r"the VM|test VM|the guest|in-VM", told), told
