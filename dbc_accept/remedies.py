@@ -374,8 +374,8 @@ REMEDIES: dict[str, Remedy] = {
         "the test VM did not come up: read the serial console log above; check the image, "
         "the `default` network (`virsh net-list --all`) and the GPU passthrough"),
     "vm.ssh": Remedy(
-        "check the guest user and password (--vm-user, --vm-password) or key (--vm-key), and "
-        "that sshd runs in the image"),
+        "check the login of {guest}: user and password (--vm-user, --vm-password) or key "
+        "(--vm-key), and that sshd runs there"),
     "vm.cleanup": Remedy(
         "run `dbc-accept cleanup` (it removes only domains tagged by this tool and their "
         "dbc-accept-*.qcow2 overlays); a domain of the same name without the tag is not this "

@@ -308,8 +308,8 @@ FIXES_ZH: dict[str, str] = {
         "测试虚拟机没有启动起来：阅读上面的串口控制台日志；检查镜像、`default` 网络"
         "（`virsh net-list --all`）和显卡直通"),
     "vm.ssh": (
-        "检查虚拟机的用户名和密码（--vm-user、--vm-password）或密钥（--vm-key），"
-        "以及镜像中 sshd 是否在运行"),
+        "检查{guest}的登录信息：用户名和密码（--vm-user、--vm-password）或密钥（--vm-key），"
+        "以及那里的 sshd 是否在运行"),
     "vm.cleanup": (
         "执行 `dbc-accept cleanup`（它只删除本工具标记的虚拟机及其 dbc-accept-*.qcow2 "
         "overlay 磁盘）；同名但没有标记的虚拟机不属于本工具：先用 `virsh dumpxml NAME` "
