@@ -41,6 +41,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "fixes_heading": {"en": "What to fix, root causes first",
                       "zh": "需要修复的问题（根本原因在前）"},
     "no_fixes": {"en": "Nothing to fix.", "zh": "没有需要修复的问题。"},
+    "nodes_heading": {"en": "Nodes", "zh": "节点列表"},
     "host_heading": {"en": "The host as tested", "zh": "被测主机"},
     "guest_heading": {"en": "The guest as tested", "zh": "被测虚拟机"},
     "controller_heading": {"en": "The machine that ran the tests (Python, plugins)",

@@ -215,3 +215,18 @@ def test_in_guest_suite_on_this_machine_says_this_machine(
                          for ln in skips), out[-3000:]
     told = out.split("what to fix", 1)[-1]
     assert not re.search(r"the VM|test VM|the guest|in-VM", told), told
+
+
+def test_fleet_table_shows_the_chinese_fix_and_the_csv_keeps_english(lang_and_kind: None
+                                                                       ) -> None:
+    from dbc_accept.report.fleet_table import COLUMNS, fleet_csv, fleet_html
+
+    en = remedy_for("net.ip_forward", "en")
+    rows = [{**{c: "" for c in COLUMNS}, "node": "n1", "verdict": "FAIL", "first_fix": en},
+            {**{c: "" for c in COLUMNS}, "node": "n2", "verdict": "FAIL",
+             "first_fix": "could not read /proc/iomem"}]
+    set_lang("zh")
+    page = unescape(fleet_html(rows))
+    assert "<h2>节点列表</h2>" in page and remedy_for("net.ip_forward", "zh") in page
+    assert "could not read /proc/iomem" in page
+    assert en in fleet_csv(rows) and IP_FORWARD_ZH not in fleet_csv(rows)
