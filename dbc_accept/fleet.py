@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from dbc_accept.facts import HostFacts
+from dbc_accept.messages import t
 from dbc_accept.nodecache import NodeReadTarget
 from dbc_accept.remedies import remedy_for
 from dbc_accept.report.fleet_table import fleet_rows
@@ -221,7 +222,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"{node.name} cannot be read ({lost[1]}); reported once, by {lost[0]}")
 
 
-UNREACHABLE_FIX = remedy_for("node.reachable")
+UNREACHABLE_FIX = remedy_for("node.reachable", "en")  # as findings keep it
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -242,7 +243,8 @@ def pytest_runtest_makereport(
                       expected="the node answers over SSH", fix=UNREACHABLE_FIX, node=node.name)
     report.user_properties = [(k, v) for k, v in report.user_properties
                               if k != "dbc_findings"] + [("dbc_findings", [finding.as_dict()])]
-    report.longrepr = f"FAIL on {node.name}\n  {error}\n  fix: {UNREACHABLE_FIX}"
+    report.longrepr = (f"{t('FAIL')} {t('on_node')} {node.name}\n  {error}\n  "
+                       f"{t('fix')}: {remedy_for('node.reachable')}")
     return report
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from dbc_accept import gpuids
 from dbc_accept.facts import HostFacts
+from dbc_accept.messages import t
 from dbc_accept.options import add_options
 from dbc_accept.secrecy import paramiko_host_key_warning, url_password_error
 from dbc_accept.snapshot import REFUSED_EXIT, SnapshotError, SnapshotRefused, SnapshotTarget
@@ -243,8 +244,9 @@ def pytest_runtest_makereport(
     if call.excinfo is not None and isinstance(call.excinfo.value, (FactError, CheckFailed)):
         # The message already says what, expected and fix; a traceback adds only noise.
         exc = call.excinfo.value
-        prefix = f"FAIL on {record.node}\n  " if record and record.node and isinstance(
-            exc, FactError) else ""
+        prefix = ""
+        if record and record.node and isinstance(exc, FactError):
+            prefix = f"{t('FAIL')} {t('on_node')} {record.node}\n  "
         report.longrepr = f"{prefix}{exc}"
     return report
 

@@ -1,9 +1,8 @@
 """One table: check id -> what the owner should do, with the install-guide step.
 
-Step names refer to the sections of the DBC install guide ("install DBC compute node"):
-(一) packages, (二) XFS /data, (三) virtualization, forwarding and vfio, (四) libvirtd,
-(五) the dbc program, (六) images, (七) backups, (十一) troubleshooting, (十二)-(十五)
-the network. Each area keeps its own block below; ids are ``area.what``.
+Steps: (一) packages, (二) XFS /data, (三) virtualization, forwarding, vfio, (四) libvirtd, (五) the
+dbc program, (六) images, (七) backups, (十一) troubleshooting, (十二)-(十五) the network. Ids are
+``area.what``, one block per area; the Chinese texts are in remedies_zh.py, keyed by id.
 """
 
 from __future__ import annotations
@@ -12,25 +11,27 @@ from dataclasses import dataclass
 
 from dbc_accept.fix import actions as a
 from dbc_accept.guide import readable
+from dbc_accept.messages import current, fill
 
 
 @dataclass(frozen=True)
 class Remedy:
-    """The fix text, its guide step, and what `dbc-accept fix` does about it (see
-    dbc_accept/fix/actions.py); no actions: a person must act, the text is a comment."""
+    """A fix text, its guide step, what `dbc-accept fix` does (none: a person acts)."""
 
     fix: str
     step: str = ""
     actions: tuple[a.Action, ...] = ()
 
-    def text(self) -> str:
-        return f"{self.fix} (install guide {readable(self.step)})" if self.step else self.fix
+    def text(self, lang: str = "en", fix: str = "") -> str:
+        """The fix (``fix``: its text in ``lang``) with the guest's words and the guide step."""
+        body = fill(fix or self.fix, lang)
+        if self.step and lang == "zh":
+            return f"{body}（安装指南 {self.step}）"
+        return f"{body} (install guide {readable(self.step)})" if self.step else body
 
 
-GRUB = (
-    "edit GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, then "
-    "`sudo update-grub && sudo reboot`"
-)
+GRUB = ("edit GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, then "
+        "`sudo update-grub && sudo reboot`")
 FB_OFF = "nofb video=vesafb:off video=efifb:off vga=off initcall_blacklist=sysfb_init"
 IOMMU_PARAMS = a.KernelParams((a.IOMMU_ON, "iommu=pt"))
 BLACKLIST = ("snd_hda_intel", "amd76x_edac", "vga16fb", "nouveau", "rivafb", "nvidiafb", "rivatv")
@@ -122,8 +123,7 @@ REMEDIES: dict[str, Remedy] = {
     # --- area: storage ---
     "storage.mount": Remedy(
         "on a new, empty disk (mkfs erases DISK): `sudo mkfs.xfs -n ftype=1 -f /dev/DISK && "
-        "sudo mount -o pquota /dev/DISK /data`",
-        "(二)"),
+        "sudo mount -o pquota /dev/DISK /data`", "(二)"),
     "storage.xfs": Remedy(
         "/data must be XFS: `sudo mkfs.xfs -n ftype=1 -f /dev/DISK` (erases DISK)", "(二)"),
     "storage.ftype": Remedy(
@@ -160,8 +160,7 @@ REMEDIES: dict[str, Remedy] = {
     "libvirtd.listening": Remedy(
         "libvirtd must listen on TCP 16509: fix libvirtd.conf and /etc/default/libvirtd, mask "
         "the sockets, `sudo systemctl restart libvirtd && sudo systemctl enable libvirtd.service`",
-        "(四) 1",
-        (a.EnableUnit("libvirtd.service"), a.Manual())),
+        "(四) 1", (a.EnableUnit("libvirtd.service"), a.Manual())),
     "libvirtd.connect": Remedy(
         "`virsh connect qemu+tcp://localhost:16509/system` must work: check libvirtd.conf "
         "(auth_tcp = \"none\"), `systemctl status libvirtd`, and that KVM is usable", "(四) 3"),
@@ -254,31 +253,32 @@ REMEDIES: dict[str, Remedy] = {
         "the benchmark probe stopped before this model: read its last error lines above "
         "(a crash, the time limit, or a GPU fault: `dmesg | grep -i xid`)"),
     "bench.software": Remedy(
-        "install PyTorch and torchvision in the guest image (`pip3 install torch torchvision`, "
-        "matching the image's CUDA); the in-VM suite needs them"),
+        "install PyTorch and torchvision {in_guest} (`pip3 install torch torchvision`, "
+        "matching its CUDA); the in-guest tests need them"),
     # --- area: guest ---
     "guest.python": Remedy(
-        "the guest image needs python3 (>= 3.8) for the in-guest tests: "
+        "install python3 (>= 3.8) {in_guest} for the in-guest tests: "
         "`sudo apt-get install python3`"),
     "guest.cpu": Remedy(
-        "give the VM more vCPUs: the dbc program sizes it from the host's cores, so add CPU "
-        "cores to the node (or rent out fewer GPUs per machine)", "(八)"),
+        "{guest} has too few CPU cores for its GPUs: add CPU cores to the node (the dbc "
+        "program sizes a rental VM from the host's cores) or rent out fewer GPUs per machine",
+        "(八)"),
     "guest.memory": Remedy(
-        "the VM's RAM is short for its GPUs: add RAM to the node (check_env gives the VM "
-        "(host RAM - 32 GB) x its share of the GPUs)", "(八)"),
+        "{guest} has too little RAM for its GPUs: add RAM to the node (check_env gives a "
+        "rental VM (host RAM - 32 GB) x its share of the GPUs)", "(八)"),
     "guest.disk": Remedy(
-        "the VM's system disk is too small: use a larger image (`qemu-img resize`) or a larger "
-        "/data so the dbc program gives VMs bigger disks", "(二)"),
+        "the system disk of {guest} is too small: use a larger image (`qemu-img resize`) or a "
+        "larger /data so the dbc program gives VMs bigger disks", "(二)"),
     "guest.gpu_count": Remedy(
-        "a GPU passed to the VM is missing inside it: check `lspci -nn | grep -i nvidia` and "
-        "`dmesg | grep -iE 'nvrm|xid'` in the guest; on the host check vfio-pci binding and "
-        "the IOMMU group; reseat or replace the GPU if it is missing on the host too",
+        "a GPU {guest} should show is missing: check `lspci -nn | grep -i nvidia` and "
+        "`dmesg | grep -iE 'nvrm|xid'` on {guest} (for a VM also the host's vfio-pci binding "
+        "and IOMMU group); reseat or replace the GPU if the host does not show it either",
         "(三) vfio"),
     "guest.gpu_model": Remedy(
-        "the guest shows another GPU model than the host passed: check which PCI functions "
-        "the VM got (`virsh dumpxml`), and the card itself (`lspci -nn` on the host)"),
+        "{guest} shows another GPU model than expected: check the card itself (`lspci -nn` on "
+        "the host) and, for a VM, which PCI functions it got (`virsh dumpxml`)"),
     "guest.driver": Remedy(
-        "install the NVIDIA driver in the guest image and load it (`sudo apt-get install "
+        "install the NVIDIA driver {in_guest} and load it (`sudo apt-get install "
         "nvidia-driver-<version>` then reboot; `nvidia-smi` must list the GPUs); with the "
         "driver installed, `dmesg | grep NVRM` says why it did not load"),
     "guest.nvml": Remedy(
@@ -288,8 +288,9 @@ REMEDIES: dict[str, Remedy] = {
         "install a CUDA build of PyTorch that the driver supports (`pip3 install torch` from "
         "pytorch.org's index for your CUDA version); check `nvidia-smi` first"),
     "guest.gpu_in_use": Remedy(
-        "something else uses the GPU: stop the processes named (`nvidia-smi` lists them, "
-        "`kill PID`), or rent out only GPUs nothing else uses"),
+        "something else uses the GPU (processes, memory or compute): stop it (`nvidia-smi` "
+        "lists them; `kill PID`), or rent out only GPUs nothing else uses: a GPU shared with "
+        "other work gives the renter part of a GPU"),
     "guest.burn_rate": Remedy(
         "the GPU computes slower than its model: another process shares it (`nvidia-smi`), or "
         "clocks or power are held down (the burn's clocks, power and throttle reasons say "
@@ -355,8 +356,8 @@ REMEDIES: dict[str, Remedy] = {
         "and run again; a GPU that keeps failing must be replaced"),
     "guest.transfer": Remedy(
         "copies are slow: check the PCIe slot (x16 at the GPU's generation, no riser), the "
-        "BIOS (Above 4G decoding, ASPM off), NUMA placement of the VM's CPUs, and that no "
-        "other work runs on the GPU"),
+        "BIOS (Above 4G decoding, ASPM off), the NUMA placement of the CPUs that feed the GPU, "
+        "and that no other work runs on the GPU"),
     # --- area: vm ---
     "vm.gpu_busy": Remedy(
         "the GPU belongs to another VM (perhaps a renter's): choose other GPUs with --gpus, or "
@@ -373,8 +374,8 @@ REMEDIES: dict[str, Remedy] = {
         "the test VM did not come up: read the serial console log above; check the image, "
         "the `default` network (`virsh net-list --all`) and the GPU passthrough"),
     "vm.ssh": Remedy(
-        "check the guest user and password (--vm-user, --vm-password) or key (--vm-key), and "
-        "that sshd runs in the image"),
+        "check the login of {guest}: user and password (--vm-user, --vm-password) or key "
+        "(--vm-key), and that sshd runs there"),
     "vm.cleanup": Remedy(
         "run `dbc-accept cleanup` (it removes only domains tagged by this tool and their "
         "dbc-accept-*.qcow2 overlays); a domain of the same name without the tag is not this "
@@ -382,8 +383,17 @@ REMEDIES: dict[str, Remedy] = {
 }
 
 
-def remedy_for(check_id: str) -> str:
-    """The fix text for a check id (selftests assert every id used has an entry)."""
+def remedy_for(check_id: str, lang: str | None = None) -> str:
+    """The fix text for a check id in ``lang`` (default: the run's language)."""
+    from dbc_accept.remedies_zh import FIXES_ZH, NO_REMEDY_ZH
+
+    zh = (lang or current()) == "zh"
     if check_id in REMEDIES:
-        return REMEDIES[check_id].text()
-    return "see the install guide and the README's 'Reading a failure'"
+        return REMEDIES[check_id].text("zh" if zh else "en", FIXES_ZH[check_id] if zh else "")
+    return NO_REMEDY_ZH if zh else "see the install guide and the README's 'Reading a failure'"
+
+
+def localized(check_id: str, fix: str, lang: str | None = None) -> str:
+    """A finding's fix (kept in English) in ``lang`` when it is its check's own remedy."""
+    lang = lang or current()
+    return fix if lang == "en" or fix != remedy_for(check_id, "en") else remedy_for(check_id, lang)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from dbc_accept.guide import step_number
 from dbc_accept.messages import t
 from dbc_accept.prereqs import ROOT_CHECKS
-from dbc_accept.remedies import REMEDIES
+from dbc_accept.remedies import REMEDIES, localized
 from dbc_accept.verdict import Finding
 
 OUTCOMES = ("PASS", "FAIL", "WARN", "SKIP")
@@ -69,6 +69,14 @@ class FixGroup:
             key = (f.check, f.level, f.observed, f.expected)
             out.setdefault(key, (f, []))[1].append(nodeid)
         return list(out.values())
+
+    def fix_text(self) -> str:
+        """The fix in the reader's language: translated where it is a check's own remedy."""
+        for check in self.checks:
+            text = localized(check, self.fix)
+            if text != self.fix:
+                return text
+        return self.fix
 
     @property
     def checks(self) -> list[str]:

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from dbc_accept.messages import set_lang, t
+from dbc_accept.messages import current, set_lang, t
 from dbc_accept.story import FixGroup, Tally, group_findings, short_id
 from dbc_accept.verdict import Finding
 
 TALLY_KEY = pytest.StashKey[Tally]()
+LANG_BEFORE_KEY = pytest.StashKey[str]()  # put back after the run (runs in one process)
 
 
 def full_detail(config: pytest.Config) -> bool:
@@ -97,6 +98,7 @@ def pytest_runtest_makereport(
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[LANG_BEFORE_KEY] = current()
     set_lang(config.getoption("dbc_lang", None))
     tally = config.stash[TALLY_KEY] = Tally()
     config.pluginmanager.register(_Story(tally), "dbc-accept-story")
@@ -107,6 +109,11 @@ def pytest_configure(config: pytest.Config) -> None:
         tr.summary_failures = _filtered(tr, tr.summary_failures, told_by_finding)
         tr.short_test_summary = _filtered(tr, tr.short_test_summary, told_once)
     tr.summary_stats = _with_verdict(tr, tally, tr.summary_stats)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if LANG_BEFORE_KEY in config.stash:
+        set_lang(config.stash[LANG_BEFORE_KEY])
 
 
 def write_fixes(tr: Any, found: list[tuple[str, Finding]]) -> None:
@@ -124,7 +131,7 @@ def write_fixes(tr: Any, found: list[tuple[str, Finding]]) -> None:
 def _write_group(tr: Any, n: int, width: int, group: FixGroup, nodes: int) -> None:
     mark = {"red": True} if group.level == "fail" else {"yellow": True}
     tr._tw.write(f"{n:>{width}}. {t(group.level.upper())} ", bold=True, **mark)
-    tr._tw.line(f"{t('fix')}: {group.fix}")
+    tr._tw.line(f"{t('fix')}: {group.fix_text()}")
     pad = " " * (width + 2)
     for f, nodeids in group.alike():
         tests = ", ".join(short_id(nodeid, f.node, nodes) if i == 0 else

@@ -13,7 +13,8 @@ import contextvars
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NoReturn
 
-from dbc_accept.remedies import remedy_for
+from dbc_accept.messages import t
+from dbc_accept.remedies import localized, remedy_for
 
 Level = Literal["fail", "warn"]
 
@@ -30,13 +31,17 @@ class Finding:
     node: str = ""
 
     def render(self) -> str:
-        head = "WARN" if self.level == "warn" else "FAIL"
-        where = f" on {self.node}" if self.node else ""
+        """The finding as the reader's language (--lang) has it; ids and values as they are."""
+        head = t("WARN" if self.level == "warn" else "FAIL")
+        where = f" {t('on_node')} {self.node}" if self.node else ""
+        names = [t(k) for k in ("observed", "expected", "fix")]
+        width = max(len(n) for n in names) + 1
+        observed, expected, fix = (f"{n}:".ljust(width) for n in names)
         return (
             f"{head} [{self.check}]{where}\n"
-            f"  observed: {self.observed}\n"
-            f"  expected: {self.expected}\n"
-            f"  fix:      {self.fix}"
+            f"  {observed} {self.observed}\n"
+            f"  {expected} {self.expected}\n"
+            f"  {fix} {localized(self.check, self.fix)}"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,7 +105,7 @@ def _finding(check: str, level: Level, observed: object, expected: object,
              fix: str | None) -> Finding:
     return Finding(
         check=check, level=level, observed=str(observed), expected=str(expected),
-        fix=fix or remedy_for(check), node=_record().node,
+        fix=fix or remedy_for(check, "en"), node=_record().node,
     )
 
 

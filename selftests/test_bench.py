@@ -341,9 +341,9 @@ def test_missing_and_failed_runs_fail() -> None:
 def test_no_gpu_and_skipped_runs_skip_with_the_reason() -> None:
     bench = bench_with()
     bench.probe.env = {"kind": "env", "cuda_available": False, "torchvision": "0.26"}
-    with pytest.raises(pytest.skip.Exception, match="no CUDA GPU in the guest"):
+    with pytest.raises(pytest.skip.Exception, match="no CUDA GPU on "):
         bench.judged(RunSpec("resnet50", "train", "mixed", "single", 128))
     bench = bench_with({"kind": "result", "id": "resnet50-train-mixed-ddp", "status": "skipped",
-                        "reason": "the guest has 1 GPU: DDP needs 2 or more", "spec": {}})
+                        "reason": "torch sees 1 GPU here: DDP needs 2 or more", "spec": {}})
     with pytest.raises(pytest.skip.Exception, match="DDP needs 2 or more"):
         bench.judged(RunSpec("resnet50", "train", "mixed", "ddp", 128))

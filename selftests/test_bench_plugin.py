@@ -113,7 +113,7 @@ def test_real_probe_without_a_gpu_skips_saying_so(pytester: pytest.Pytester) -> 
         "benchmarks", "-m", "benchmark", "--guest", "local", "--bench-profile", "quick",
         "-k", "resnet50", "--no-report", "-rs")
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*no CUDA GPU in the guest local*is_available() is False*"])
+    result.stdout.fnmatch_lines(["*no CUDA GPU on local*is_available() is False*"])
 
 
 def test_benchmark_report_table_and_plot(pytester: pytest.Pytester) -> None:

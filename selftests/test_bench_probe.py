@@ -261,7 +261,7 @@ def test_probe_starts_on_python_38_and_says_torch_is_missing(tmp_path: Path) -> 
                          timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     lines = [parse_line(t) for t in out.stdout.splitlines()]
-    assert lines[0] == {"kind": "env", "error": "torch is not installed in the guest: "
+    assert lines[0] == {"kind": "env", "error": f"torch is not installed for {PY38}: "
                         "No module named 'torch'"}
     assert [ln["kind"] for ln in lines if ln] == ["env", "done"]
 

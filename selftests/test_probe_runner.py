@@ -68,7 +68,7 @@ def test_ships_once_and_caches_per_arguments() -> None:
 
 
 @pytest.mark.parametrize(("rc", "stdout", "stderr", "why"), [
-    (NOT_FOUND_RC, "", "", "python3 not found in the guest"),
+    (NOT_FOUND_RC, "", "", "python3 not found on the test VM"),
     (TIMEOUT_RC, "", "", "timed out after 5 s"),
     (1, "", "Traceback\nSyntaxError: invalid syntax", "exited 1: SyntaxError"),
     (0, "garbage", "", "printed no JSON document"),
@@ -77,7 +77,7 @@ def test_ships_once_and_caches_per_arguments() -> None:
 def test_failures_are_fact_errors_with_the_reason(rc: int, stdout: str, stderr: str,
                                                   why: str) -> None:
     runner = ProbeRunner(FakeGuest(rc, stdout, stderr))
-    with pytest.raises(ProbeError, match="could not run probe sysinfo in the guest: " + why):
+    with pytest.raises(ProbeError, match="could not run probe sysinfo on the test VM: " + why):
         runner.get("sysinfo", timeout=5)
     with pytest.raises(ProbeError):  # replayed from the cache, not run again
         runner.get("sysinfo", timeout=5)

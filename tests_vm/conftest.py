@@ -28,6 +28,7 @@ from dbc_accept.facts.gpu_guest import gather_kernel_log
 from dbc_accept.guest.probe import ProbeRunner
 from dbc_accept.guest.profiles import profile
 from dbc_accept.guest.slots import KERNEL_LOG_BEFORE_BURN, expected_gpu_count, gpu_slots
+from dbc_accept.messages import fill
 from dbc_accept.verdict import FactError
 
 # Time limits of the probes (seconds); the stress and VRAM ones add their own length.
@@ -64,11 +65,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("slot", [pytest.param(None, id="gpus-unknown",
                                                    marks=pytest.mark.skip(reason=reason))])
     elif not slots:
-        reason = "no GPU in this run (none passed to the guest, --expect-gpus not given)"
+        reason = no_gpu_reason(config)
         metafunc.parametrize("slot", [pytest.param(None, id="no-gpu",
                                                    marks=pytest.mark.skip(reason=reason))])
     else:
         metafunc.parametrize("slot", slots, ids=[s.id for s in slots])
+
+
+def no_gpu_reason(config: pytest.Config) -> str:
+    """Why a run has no GPU, in the words of where it runs (--guest)."""
+    if config.getoption("dbc_expect_gpus") == 0:
+        return "no GPU in this run (--expect-gpus 0)"
+    return fill("no GPU in this run ({no_gpus}; --expect-gpus not given)", "en")
 
 
 @pytest.fixture(autouse=True)
@@ -78,8 +86,7 @@ def _gpu_gate(request: pytest.FixtureRequest) -> None:
         return
     guest = request.getfixturevalue("guest")
     if expected_gpu_count(request.config, guest) == 0:
-        pytest.skip("no GPU is present in this run: none was passed to the guest and "
-                    "--expect-gpus was not given")
+        pytest.skip(no_gpu_reason(request.config))
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import pytest
 
+from dbc_accept.messages import fill
 from dbc_accept.verdict import check, observe
 
 pytestmark = [pytest.mark.vm, pytest.mark.integration, pytest.mark.gpu]
@@ -18,7 +19,8 @@ def _multi(probe: Probe) -> dict[str, Any]:
     doc = probe("multi_gpu")
     observe(p2p=doc["p2p"])
     if doc["count"] < 2:
-        pytest.skip(f"the guest has {doc['count']} GPU: multi-GPU tests need 2 or more")
+        pytest.skip(fill(f"{{guest}} has {doc['count']} GPU: multi-GPU tests need 2 or more",
+                         "en"))
     return doc
 
 

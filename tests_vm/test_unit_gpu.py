@@ -28,6 +28,7 @@ from dbc_accept.guest.slots import (
     health_gpu,
     inventory_gpu,
 )
+from dbc_accept.messages import fill
 from dbc_accept.verdict import check, observe, warn
 
 pytestmark = [pytest.mark.vm, pytest.mark.unit, pytest.mark.gpu]
@@ -183,7 +184,7 @@ def test_display(slot: Slot, guest: Any, guest_facts: HostFacts,
         pytest.skip(f"{gpu.name} has no display outputs")
     counts = guest_facts.get(gather_xconfig_displays)
     if counts is None:
-        pytest.skip("nvidia-xconfig is not installed in the guest (DBC's display check)")
+        pytest.skip(fill("nvidia-xconfig is not installed on {guest} (DBC's display check)", "en"))
     have = counts[slot.index] if slot.index < len(counts) else None
     observe(display_devices=have)
     check(have == want, "guest.display", observed=f"{have} display device(s)",

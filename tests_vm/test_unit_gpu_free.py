@@ -22,8 +22,6 @@ IDLE_MEMORY_SLACK_MIB = 512
 # Without a measured figure: this share of the card's memory, at least IDLE_MEMORY_FLOOR_MIB.
 IDLE_MEMORY_SHARE, IDLE_MEMORY_FLOOR_MIB = 0.015, 1024
 IDLE_UTIL_PCT = 5  # mean utilization over the sample (NVML: share of time a kernel ran)
-FIX_PROCS = ("stop them (`nvidia-smi` lists them; `kill PID`), or rent out only GPUs nothing "
-             "else uses: a GPU shared with other work gives the renter part of a GPU")
 
 
 def describe(procs: list[dict[str, Any]]) -> str:
@@ -43,8 +41,7 @@ def test_gpu_no_other_process(slot: Slot, probe: Probe) -> None:
     observe(gpu_processes=describe(procs) or "none")
     check(not procs, "guest.gpu_in_use",
           observed=f"GPU {slot.index} runs {len(procs)} other process(es): {describe(procs)}",
-          expected="no compute or graphics process on the GPU before the tests",
-          fix=FIX_PROCS)
+          expected="no compute or graphics process on the GPU before the tests")
     kinds = set(entry.get("process_kinds") or [])
     if kinds != {"compute", "graphics"}:
         warn("guest.nvml", observed=f"NVML lists only {sorted(kinds) or 'no'} process kinds",
@@ -72,8 +69,7 @@ def test_gpu_memory_free_at_start(slot: Slot, probe: Probe, guest_facts: HostFac
     observe(memory_used_at_start_mib=round(used), memory_used_allowance_mib=round(most))
     check(used <= most, "guest.gpu_in_use",
           observed=f"GPU {slot.index}: {used:.0f} MiB of {total:.0f} MiB in use before the "
-          f"tests", expected=f"<= {most:.0f} MiB ({why})",
-          fix="free the GPU's memory: " + FIX_PROCS)
+          f"tests", expected=f"<= {most:.0f} MiB ({why})")
 
 
 def test_gpu_idle(slot: Slot, probe: Probe) -> None:
@@ -87,4 +83,4 @@ def test_gpu_idle(slot: Slot, probe: Probe) -> None:
     check(mean <= IDLE_UTIL_PCT, "guest.gpu_in_use",
           observed=f"GPU {slot.index} busy {mean:.0f}% of the time over "
           f"{doc.get('seconds', 1):g} s before the tests (samples {util})",
-          expected=f"idle (<= {IDLE_UTIL_PCT}%)", fix="find what computes on it: " + FIX_PROCS)
+          expected=f"idle (<= {IDLE_UTIL_PCT}%)")

@@ -14,6 +14,7 @@ from dbc_accept.bench.profiles import Profile, RunSpec
 from dbc_accept.bench.reference import Comparison, ReferenceTable
 from dbc_accept.bench.runner import Line, ProbeRun, run_probe
 from dbc_accept.bench.stats import Summary, summarize
+from dbc_accept.messages import fill
 from dbc_accept.verdict import fail
 
 SECONDS_PER_RUN = 90.0  # the probe's time limit: generous, a hang is all it must catch
@@ -125,13 +126,13 @@ class CnnBench:
         __tracebackhide__ = True
         env = self.probe.env
         if env.get("error"):
-            fail("bench.software", observed=env["error"], expected="torch in the guest")
+            fail("bench.software", observed=env["error"], expected=fill("torch {in_guest}", "en"))
         if env and not env.get("cuda_available"):
-            pytest.skip(f"no CUDA GPU in the guest {self.guest_name} "
+            pytest.skip(f"no CUDA GPU on {self.guest_name} "
                         "(torch.cuda.is_available() is False)")
         if env and env.get("torchvision") is None:
             fail("bench.software", observed=env.get("torchvision_error", "no torchvision"),
-                 expected="torchvision in the guest")
+                 expected=fill("torchvision {in_guest}", "en"))
         line = self.probe.results.get(spec.id)
         if line is None:
             why = self.probe.ended_early() or "the probe reported nothing for it"

@@ -17,7 +17,7 @@ from typing import Callable
 
 from dbc_accept.facts import HostFacts
 from dbc_accept.fix import actions as a
-from dbc_accept.remedies import REMEDIES, Remedy
+from dbc_accept.remedies import REMEDIES, Remedy, remedy_for
 from dbc_accept.verdict import Finding
 
 QUOTA_OPTIONS = ("prjquota", "pquota", "pqnoenforce")
@@ -296,7 +296,8 @@ def plan(findings: list[Finding], node: HostFacts, warn_steps: bool = True,
         manual = not remedy.actions or any(
             isinstance(x, a.Manual) for x in remedy.actions)
         if manual or not acted:
-            _note(result, finding, remedy.text() if finding.check in REMEDIES else finding.fix)
+            _note(result, finding, remedy_for(finding.check, "en") if finding.check in REMEDIES
+                  else finding.fix)
     for groups, piece in FOLLOW_UPS:
         if groups & set(steps):
             _add(steps, piece, "", "")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dbc_accept.guest import Guest, LocalGuest, PassedGpu
+from dbc_accept.messages import guest_kind, set_guest_kind, t
 
 if TYPE_CHECKING:
     from dbc_accept.guest.ssh import Credentials
@@ -48,6 +49,7 @@ class VmPlan:
 
 PLAN_KEY = pytest.StashKey[GuestPlan]()
 VM_PLAN_KEY = pytest.StashKey[VmPlan]()
+KIND_BEFORE_KEY = pytest.StashKey[str]()
 DOMAIN_XML_KEY = pytest.StashKey[str]()  # the test VM's live domain XML
 CONSOLE_TAIL_KEY = pytest.StashKey[str]()  # the last lines of its serial console
 VM_RECORD_KEY = pytest.StashKey["VmRecord"]()  # timings, sweep, teardown, problems
@@ -94,9 +96,16 @@ def _check_numbers(config: pytest.Config) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[PLAN_KEY] = parse_guest(str(config.getoption("dbc_guest")),
-                                         str(config.getoption("dbc_vm_user")))
+    plan = config.stash[PLAN_KEY] = parse_guest(str(config.getoption("dbc_guest")),
+                                                str(config.getoption("dbc_vm_user")))
+    config.stash[KIND_BEFORE_KEY] = guest_kind()  # put back after the run (one process)
+    set_guest_kind(plan.mode)  # fixes and skip reasons name the test VM, the guest, this machine
     _check_numbers(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if KIND_BEFORE_KEY in config.stash:
+        set_guest_kind(config.stash[KIND_BEFORE_KEY])
 
 
 def _need_file(option: str, path: str | None) -> None:
@@ -246,7 +255,7 @@ def _ssh_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
     try:
         ssh.connect()
     except GuestError as exc:
-        pytest.fail(f"{exc}\nfix: {remedy_for('vm.ssh')}", pytrace=False)
+        pytest.fail(f"{exc}\n{t('fix')}: {remedy_for('vm.ssh')}", pytrace=False)
     try:
         yield ssh
     finally:
@@ -274,9 +283,10 @@ def _vm_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
             config.stash[DOMAIN_XML_KEY] = record.domain_xml
             yield ssh
     except (VmRefused, VmError) as exc:
-        failure = f"{exc}\nfix: {remedy_for(exc.check)}"
+        failure = f"{exc}\n{t('fix')}: {remedy_for(exc.check)}"
     except GuestError as exc:  # boot time-out (with the console) or SSH refused
-        failure = str(exc) if "fix:" in str(exc) else f"{exc}\nfix: {remedy_for('vm.ssh')}"
+        failure = str(exc) if f"{t('fix')}:" in str(exc) else \
+            f"{exc}\n{t('fix')}: {remedy_for('vm.ssh')}"
     finally:
         config.stash[DOMAIN_XML_KEY] = record.domain_xml
         config.stash[CONSOLE_TAIL_KEY] = record.console_tail
@@ -304,7 +314,7 @@ def pytest_runtest_makereport(
         from dbc_accept.remedies import remedy_for
 
         if isinstance(excinfo.value, GuestAuthError):
-            report.longrepr = f"{excinfo.value}\nfix: {remedy_for('vm.ssh')}"
+            report.longrepr = f"{excinfo.value}\n{t('fix')}: {remedy_for('vm.ssh')}"
         elif isinstance(excinfo.value, GuestError):
             report.longrepr = str(excinfo.value)
     return report

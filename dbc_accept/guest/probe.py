@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dbc_accept.messages import fill
 from dbc_accept.target import NOT_FOUND_RC, TIMEOUT_RC, Target
 from dbc_accept.verdict import FactError
 
@@ -32,7 +33,7 @@ class ProbeError(FactError):
     """A probe could not run in the guest, or said why it could not do its work."""
 
     def __init__(self, name: str, why: str) -> None:
-        super().__init__(f"probe {name} in the guest", why, verb="run")
+        super().__init__(fill(f"probe {name} on {{guest}}", "en"), why, verb="run")
         self.probe = name
 
 
@@ -58,7 +59,7 @@ def parse_output(name: str, stdout: str) -> dict[str, Any]:
 
 def _why_failed(rc: int, stdout: str, stderr: str, timeout: float) -> str:
     if rc == NOT_FOUND_RC:
-        return "python3 not found in the guest"
+        return fill("python3 not found on {guest}", "en")
     if rc == TIMEOUT_RC:
         return f"timed out after {timeout:g} s"
     lines = (stderr or stdout).strip().splitlines()

@@ -12,6 +12,7 @@ import pytest
 
 from dbc_accept.facts.gpu_guest import GpuHealth, GpuInventory, model_of
 from dbc_accept.guest.profiles import safe_id
+from dbc_accept.messages import fill
 from dbc_accept.verdict import FactError, fail
 
 
@@ -78,8 +79,9 @@ def entry_of(doc: dict[str, Any], slot: Slot, check: str) -> dict[str, Any]:
     gpus = doc.get("gpus") or []
     found = [g for g in gpus if g.get("index") == slot.index]
     if not found:
-        fail("guest.gpu_count", observed=f"GPU {slot.index} missing: the guest shows "
-             f"{len(gpus)} GPU(s)", expected=f"GPU {slot.index} ({slot.model or 'any model'})")
+        fail("guest.gpu_count", observed=fill(f"GPU {slot.index} missing: {{guest}} shows "
+             f"{len(gpus)} GPU(s)", "en"),
+             expected=f"GPU {slot.index} ({slot.model or 'any model'})")
     entry: dict[str, Any] = found[0]
     if "error" in entry:
         fail(check, observed=f"GPU {slot.index} ({entry.get('name', '?')}): {entry['error']}",
@@ -91,8 +93,9 @@ def inventory_gpu(inventory: list[GpuInventory], slot: Slot) -> GpuInventory:
     """The guest's GPU of ``slot`` (PCI order); fail when the guest does not show it."""
     __tracebackhide__ = True
     if slot.index >= len(inventory):
-        fail("guest.gpu_count", observed=f"GPU {slot.index} missing: the guest shows "
-             f"{len(inventory)} GPU(s)", expected=f"GPU {slot.index} ({slot.model or 'any'})")
+        fail("guest.gpu_count", observed=fill(f"GPU {slot.index} missing: {{guest}} shows "
+             f"{len(inventory)} GPU(s)", "en"),
+             expected=f"GPU {slot.index} ({slot.model or 'any'})")
     return inventory[slot.index]
 
 

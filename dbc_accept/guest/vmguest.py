@@ -26,7 +26,8 @@ from dbc_accept.guest.ssh import (
     HostKeyPin,
     SshGuest,
 )
-from dbc_accept.remedies import REMEDIES
+from dbc_accept.messages import t
+from dbc_accept.remedies import remedy_for
 from dbc_accept.target import LocalTarget
 from dbc_accept.vm.errors import VmBootTimeout, VmError
 from dbc_accept.vm.lvutil import code, message
@@ -133,7 +134,7 @@ class _Boot:
         tail = _console_tail(self.vm)
         self.record.console_tail = tail
         return VmBootError(f"{why}\n--- serial console (last lines) ---\n{tail or '(empty)'}"
-                           f"\n--- end ---\nfix: {REMEDIES['vm.boot'].fix}")
+                           f"\n--- end ---\n{t('fix')}: {remedy_for('vm.boot')}")
 
     def try_agent(self) -> None:
         if self.login.key_set or self.login.run_key is None:
@@ -172,7 +173,7 @@ class _Boot:
             address = self.vm.wait_address(max(1.0, self.left()))
         except VmBootTimeout as exc:  # its message has the serial console already
             self.record.console_tail = _console_tail(self.vm)
-            raise VmBootError(f"{exc}\nfix: {REMEDIES['vm.boot'].fix}") from None
+            raise VmBootError(f"{exc}\n{t('fix')}: {remedy_for('vm.boot')}") from None
         self.record.address = str(address)
         self.record.timings["address"] = time.monotonic() - t0
         t1 = time.monotonic()
@@ -276,8 +277,8 @@ def _teardown(vm: Any, record: VmRecord) -> None:
         problems = [f"tearing down {record.domain} failed: {type(exc).__name__}: {exc}"]
     gpu = set(getattr(vm, "gpu_problems", []))
     for problem in problems:
-        fix = REMEDIES["vm.gpu_returned" if problem in gpu else "vm.cleanup"].fix
-        record.problems.append(f"{problem}; fix: {fix}")
+        fix = remedy_for("vm.gpu_returned" if problem in gpu else "vm.cleanup")
+        record.problems.append(f"{problem}; {t('fix')}: {fix}")
     if not problems:
         record.torn_down = [f"domain {record.domain}", f"overlay {volume_name(record.run_id)}"]
         record.torn_down += _release_leases(vm.spec, record)

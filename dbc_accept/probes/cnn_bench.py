@@ -50,7 +50,7 @@ def environment(torch, device):
         env["torchvision"] = _version(torchvision)
     except ImportError as exc:
         env["torchvision"] = None
-        env["torchvision_error"] = "torchvision is not installed in the guest: %s" % exc
+        env["torchvision_error"] = "torchvision is not installed for %s: %s" % (sys.executable, exc)
     env["channels_last"] = hasattr(torch, "channels_last")
     env["autocast_dtype_arg"] = hasattr(torch, "autocast")
     if device == "cuda" and env["cuda_available"]:
@@ -88,7 +88,8 @@ def build_torchvision(name):
         import torchvision
         import torchvision.models as tvm
     except ImportError as exc:
-        raise Unavailable("torchvision is not installed in the guest: %s" % exc) from None
+        raise Unavailable("torchvision is not installed for %s: %s"
+                          % (sys.executable, exc)) from None
     fn = getattr(tvm, name, None)
     if fn is None:
         raise Unavailable("torchvision %s has no model %s" % (_version(torchvision), name))
@@ -469,7 +470,7 @@ def run_ddp(torch, plan, env, fitted):
     if n < 2:
         for spec in runs:
             emit({"kind": "result", "id": spec["id"], "spec": spec, "status": "skipped",
-                  "reason": "the guest has %d GPU: DDP needs 2 or more" % n})
+                  "reason": "torch sees %d GPU here: DDP needs 2 or more" % n})
         return
     import tempfile
 
@@ -504,7 +505,7 @@ def main(argv):
     try:
         import torch
     except ImportError as exc:
-        emit({"kind": "env", "error": "torch is not installed in the guest: %s" % exc})
+        emit({"kind": "env", "error": "torch is not installed for %s: %s" % (sys.executable, exc)})
         emit({"kind": "done", "total_s": time.perf_counter() - start})
         return 0
     device = plan.get("device", "cuda")

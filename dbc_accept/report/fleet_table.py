@@ -12,6 +12,8 @@ import io
 from html import escape
 from typing import Any
 
+from dbc_accept.messages import t
+from dbc_accept.remedies import REMEDIES, localized
 from dbc_accept.report.results import TestResult
 
 COLUMNS = ("node", "verdict", "fails", "warns", "passed", "skipped", "first_fix",
@@ -57,11 +59,21 @@ def fleet_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
+def shown_fix(fix: str) -> str:
+    """A fix (English, as results keep it) in the reader's language when it is a remedy's."""
+    return next((text for text in (localized(c, fix) for c in REMEDIES) if text != fix), fix)
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    return shown_fix(str(row[column])) if column == "first_fix" else str(row[column])
+
+
 def fleet_html(rows: list[dict[str, Any]]) -> str:
-    """The table at the top of the report."""
+    """The table at the top of the report (the CSV keeps the English fix)."""
     head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in COLUMNS)
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(row[c]))}</td>" for c in COLUMNS) + "</tr>"
+        "<tr>" + "".join(f"<td>{escape(_cell(row, c))}</td>" for c in COLUMNS) + "</tr>"
         for row in rows)
-    return (f"<h2>Nodes</h2><table class='dbc-fleet'><tr>{head}</tr>{body}</table>"
+    return (f"<h2>{escape(t('nodes_heading'))}</h2>"
+            f"<table class='dbc-fleet'><tr>{head}</tr>{body}</table>"
             "<p>Also in <code>fleet.csv</code>.</p>")

@@ -61,7 +61,7 @@ def fixes_html(groups: list[FixGroup], r: Redactor) -> str:
             f"{escape(r.scrub(f.observed))} ({escape(t('expected'))}: "
             f"{escape(r.scrub(f.expected))})</li>" for f, ids in g.alike())
         items.append(f"<li><span class='lvl-{g.level}'>{escape(t(g.level.upper()))}</span> "
-                     f"{escape(r.scrub(g.fix))}<ul>{covered}</ul></li>")
+                     f"{escape(r.scrub(g.fix_text()))}<ul>{covered}</ul></li>")
     return f"<ol class='dbc-fixes'>{''.join(items)}</ol>"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from dbc_accept.bench.output import time_split
 from dbc_accept.messages import t
+from dbc_accept.remedies import localized
 from dbc_accept.report.redact import Redactor
 from dbc_accept.report.results import TestResult
 
@@ -43,15 +44,17 @@ def test_extras(result: TestResult, r: Redactor) -> list[str]:
     blocks = []
     if result.findings:
         rows = "".join(
-            f"<tr><td>{escape(str(f['level']).upper())}</td><td>{escape(str(f['check']))}</td>"
+            f"<tr><td>{escape(t(str(f['level']).upper()))}</td><td>{escape(str(f['check']))}</td>"
             f"<td>{escape(r.scrub(str(f['observed'])))}</td>"
             f"<td>{escape(r.scrub(str(f['expected'])))}</td>"
-            f"<td>{escape(r.scrub(str(f['fix'])))}</td></tr>" for f in result.findings)
-        blocks.append("<table class='dbc-findings'><tr><th>level</th><th>check</th>"
-                      f"<th>observed</th><th>expected</th><th>fix</th></tr>{rows}</table>")
+            f"<td>{escape(r.scrub(localized(str(f['check']), str(f['fix']))))}</td></tr>"
+            for f in result.findings)
+        heads = "".join(f"<th>{escape(t(k))}</th>"
+                        for k in ("level", "check", "observed", "expected", "fix"))
+        blocks.append(f"<table class='dbc-findings'><tr>{heads}</tr>{rows}</table>")
     if result.values:
         text = json.dumps(result.values, indent=1, default=str, sort_keys=True)
-        blocks.append(f"<div><b>observed</b>{_pre(r.scrub(text))}</div>")
+        blocks.append(f"<div><b>{escape(t('observed'))}</b>{_pre(r.scrub(text))}</div>")
     blocks.extend(_details(name, text, r) for name, text in result.attachments)
     return blocks
 
