@@ -57,13 +57,20 @@ def _gathered(target: Target, gatherer: object) -> object:
 
 
 def test_every_gatherer_reads_the_same_from_the_batch_without_asking_again() -> None:
-    batch = NodeReadTarget(LocalTarget(), {})
-    batch.prefetch()
-    assert batch.error is None
-    local = LocalTarget()
-    differ = {g.__name__ for g in all_gatherers() if _gathered(batch, g) != _gathered(local, g)}
+    # This machine is live: a mount or process of another job can change between the two
+    # reads, so a difference must persist over three fresh pairs of reads to count.
+    differ: set[str] = {g.__name__ for g in all_gatherers()}
+    for _attempt in range(3):
+        batch = NodeReadTarget(LocalTarget(), {})
+        batch.prefetch()
+        assert batch.error is None
+        local = LocalTarget()
+        differ = {g.__name__ for g in all_gatherers()
+                  if g.__name__ in differ and _gathered(batch, g) != _gathered(local, g)}
+        assert batch.misses == []  # every read of every gatherer came from the two answers
+        if not differ:
+            break
     assert not differ
-    assert batch.misses == []  # every read of every gatherer came from the two answers
 
 
 def test_batch_keeps_how_each_read_failed(tmp_path: Path) -> None:
