@@ -90,7 +90,7 @@ def test_unreachable_ssh_guest_fails_with_the_fix(pytester: pytest.Pytester) -> 
     result = _run(pytester, "--guest", "ssh://dbc@127.0.0.1:1", "--vm-password", "pw-x1")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*ssh://dbc@127.0.0.1:1: cannot connect*",
-                                 "*fix: check the guest user and password*"])
+                                 "*fix: check the login of the guest: user and password*"])
     assert "pw-x1" not in result.stdout.str()
 
 
