@@ -19,7 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from dbc_accept.options import DEFAULT_IMAGE, DEFAULT_URI
+from dbc_accept.facts.images import TEMPLATE as DEFAULT_IMAGE
+from dbc_accept.facts.libvirtconn import DEFAULT_URI
 from dbc_accept.target import LocalTarget, Target
 from dbc_accept.verdict import FactError
 

@@ -275,8 +275,8 @@ def fleet_summary(config: pytest.Config, results: list[TestResult]) -> list[dict
 
 def node_infos(config: pytest.Config) -> dict[str, dict[str, Any]]:
     """system_info of every node, by name (a node that cannot be read says why)."""
+    from dbc_accept.facts.sysinfo import system_info
     from dbc_accept.plugin import nodes
-    from dbc_accept.report.sysinfo import system_info
 
     infos = {}
     for node in nodes(config):

@@ -18,11 +18,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dbc_accept.facts import cpu, dbcnode, images, kernel, libvirtd, pci, storage, sysctl, virt
-from dbc_accept.facts.libvirtconn import PROBE, VIRSH_PROBE
+from dbc_accept.facts import (
+    cpu,
+    dbcnode,
+    images,
+    kernel,
+    libvirtd,
+    pci,
+    storage,
+    sysctl,
+    sysinfo,
+    virt,
+)
+from dbc_accept.facts.libvirtconn import DEFAULT_URI, PROBE, VIRSH_PROBE
 from dbc_accept.noderead import READER, decode_reply, encode_request
-from dbc_accept.options import DEFAULT_IMAGE, DEFAULT_URI
-from dbc_accept.report import sysinfo
 from dbc_accept.secrecy import register_node_dat
 from dbc_accept.target import CommandResult, Target
 from dbc_accept.verdict import FactError
@@ -52,7 +61,7 @@ READER_TIMEOUT = 90.0  # the slowest command of the set is the libvirt probe (60
 def declared(options: dict[str, Any]) -> dict[str, Any]:
     """Everything the host checks read on a node with these options (the first round)."""
     uri = options.get("dbc_libvirt_uri") or DEFAULT_URI
-    image_paths = sorted({images.TEMPLATE, options.get("dbc_vm_image") or DEFAULT_IMAGE})
+    image_paths = sorted({images.TEMPLATE, options.get("dbc_vm_image") or images.TEMPLATE})
     cmds: list[tuple[Sequence[str], float]] = [
         (cpu.KVM_PROBE_ARGV, 30.0), (kernel.DMESG_ARGV, 30.0),
         (["systemctl", "is-active", libvirtd.SERVICE], 30.0),

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-DEFAULT_URI = "qemu+tcp://localhost:16509/system"
-DEFAULT_IMAGE = "/data/ubuntu.qcow2"
+# Declared where they are used (facts/ imports no pytest); imported here under their old names.
+from dbc_accept.facts.images import TEMPLATE as DEFAULT_IMAGE
+from dbc_accept.facts.libvirtconn import DEFAULT_URI
+
+__all__ = ["DEFAULT_IMAGE", "DEFAULT_URI", "add_options", "guest_profiles"]
 
 
 def guest_profiles() -> list[str]:

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from dbc_accept.facts.dbcnode import PRIVATE_KEYS
 from dbc_accept.facts.images import HEADER_BYTES
-from dbc_accept.facts.libvirtconn import PROBE
+from dbc_accept.facts.libvirtconn import DEFAULT_URI, PROBE
 from dbc_accept.facts.libvirtd import SOCKETS
 from dbc_accept.facts.storage import WRITE_PROBE
-from dbc_accept.options import DEFAULT_URI
 from dbc_accept.secrecy import SHA256_PREFIX
 from dbc_accept.snapshot import command_slug
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dbc_accept.facts.libvirtconn import PROBE
+from dbc_accept.facts.libvirtconn import DEFAULT_URI, PROBE
 from dbc_accept.facts.storage import WRITE_PROBE
-from dbc_accept.options import DEFAULT_URI
 from dbc_accept.remedies import REMEDIES
 from selftests.make_snapshots_hostb import (
     DATA,

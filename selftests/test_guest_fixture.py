@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from dbc_accept.guest import fixtures, vmguest
-from dbc_accept.guest.leases import interface_macs, release_packet
 from dbc_accept.guest.signals import signals_held, sigterm_as_interrupt
 from dbc_accept.guest.ssh import Credentials
 from dbc_accept.guest.vmguest import VmRecord, vm_guest
+from dbc_accept.vm.leases import interface_macs, release_packet
 from dbc_accept.vm.lifecycle import VmBootTimeout
 from dbc_accept.vm.spec import VmSpec
 
@@ -151,7 +151,7 @@ class LeaseNet:
 
 def test_release_waits_for_the_lease_to_go_and_sends_again_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from dbc_accept.guest import leases
+    from dbc_accept.vm import leases
 
     net = LeaseNet({"192.168.122.5": "52:54:00:00:00:05", "192.168.122.6": "52:54:00:00:00:06",
                     "192.168.122.7": "52:54:00:00:00:07", "192.168.122.9": "52:54:00:00:00:99"},

@@ -13,9 +13,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from dbc_accept.facts.libvirtconn import METADATA_NS, gather_libvirt
+from dbc_accept.facts.libvirtconn import DEFAULT_URI, METADATA_NS, gather_libvirt
 from dbc_accept.facts.listeners import gather_listeners, on_port
-from dbc_accept.options import DEFAULT_URI
 from dbc_accept.target import LocalTarget
 from selftests.prereq import unavailable
 

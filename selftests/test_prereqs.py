@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from dbc_accept.facts.libvirtconn import PROBE
-from dbc_accept.options import DEFAULT_URI
+from dbc_accept.facts.libvirtconn import DEFAULT_URI, PROBE
 from dbc_accept.prereqs import PREREQUISITES, chain
 from dbc_accept.remedies import REMEDIES
 from selftests.snapshot_harness import REPO, TESTS_HOST, copy_snapshot

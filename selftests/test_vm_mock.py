@@ -526,7 +526,7 @@ def test_reaper_says_when_a_gpu_is_not_back_on_vfio(conn: Any, template: str) ->
 
 def test_reaper_gives_back_the_dhcp_leases_of_what_it_removes(
         conn: Any, template: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dbc_accept.guest import leases
+    from dbc_accept.vm import leases
 
     left = TestVm(_spec(template, gpus=(), run_id=new_run_id(pid=_dead_pid())),
                   target=VFIO_HOST)

@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbc_accept.facts import HostFacts
-from dbc_accept.options import DEFAULT_URI
 from dbc_accept.target import Target
 from dbc_accept.verdict import FactError
 
+# The connection the dbc program uses: libvirtd listening on TCP 16509 without auth.
+DEFAULT_URI = "qemu+tcp://localhost:16509/system"
 METADATA_NS = "urn:dbc-accept:vm:1"
 
-# Runs on the node with its python3 (3.6+ on Ubuntu 20.04): stdlib and libvirt only.
+# Runs on the node with its python3 (3.8 on Ubuntu 20.04, the oldest a node runs; 3.10 on
+# 22.04): stdlib and libvirt only.
 PROBE = r'''
 import json, sys
 import xml.etree.ElementTree as ET

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dbc_accept.facts import HostFacts
+from dbc_accept.facts.libvirtconn import DEFAULT_URI
 from dbc_accept.fix.resolve import Plan, Step, plan
 from dbc_accept.fix.script import render, step_header, step_script
-from dbc_accept.options import DEFAULT_URI
 from dbc_accept.target import Target
 from dbc_accept.verdict import FactError, Finding
 

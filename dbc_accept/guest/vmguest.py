@@ -286,7 +286,7 @@ def _teardown(vm: Any, record: VmRecord) -> None:
 
 def _release_leases(spec: VmSpec, record: VmRecord) -> list[str]:
     """Give back the gone VM's DHCP leases (dnsmasq would keep them an hour)."""
-    from dbc_accept.guest.leases import interface_macs, release_leases
+    from dbc_accept.vm.leases import interface_macs, release_leases
     from dbc_accept.vm.lvutil import connect
 
     macs = interface_macs(record.domain_xml, spec.network)

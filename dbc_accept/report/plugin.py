@@ -84,8 +84,8 @@ def _drop_if_empty(folder: Path) -> None:
 
 
 def _system_info(session: pytest.Session, state: ReportState) -> None:
+    from dbc_accept.facts.sysinfo import environment_rows, fold_controller, system_info
     from dbc_accept.plugin import nodes
-    from dbc_accept.report.sysinfo import environment_rows, fold_controller, system_info
     from dbc_accept.verdict import FactError
 
     found = nodes(session.config)

@@ -153,7 +153,7 @@ class _Sweep:
 
     def release_leases(self, domain_xml: str) -> None:
         """Give back the DHCP leases the removed domain held (dnsmasq keeps them an hour)."""
-        from dbc_accept.guest.leases import interface_macs, release_leases  # stdlib only
+        from dbc_accept.vm.leases import interface_macs, release_leases  # stdlib only
 
         for network in sorted(set(nic_networks(domain_xml))):
             macs = interface_macs(domain_xml, network)
