@@ -25,6 +25,7 @@ from dbc_accept.target import LocalTarget, Target
 from dbc_accept.verdict import FactError
 
 USAGE_ERROR = 2
+CONNECT_TIMEOUT = 10  # seconds, as `pytest --node-connect-timeout` by default
 
 
 class UsageError(Exception):
@@ -77,45 +78,27 @@ def _parser() -> argparse.ArgumentParser:
 # --- snapshot --------------------------------------------------------------------------
 
 
-def _targets(args: argparse.Namespace) -> list[Target]:
+def node_targets(args: argparse.Namespace) -> list[Target]:
+    """The machines ``args`` names: ``--hosts`` / ``--ansible-inventory``, else this one."""
     if not args.hosts and not args.ansible_inventory:
         return [LocalTarget()]
+    from dbc_accept.hosts import HostsError, testinfra_hosts
     from dbc_accept.nodecache import NodeReadTarget
-    from dbc_accept.plugin import _host_name, hosts_error
     from dbc_accept.target import TestinfraTarget
 
-    try:
-        import testinfra
-    except ImportError:
-        raise UsageError("--hosts needs pytest-testinfra: pip install pytest-testinfra") from None
-    from dbc_accept.secrecy import paramiko_host_key_warning, url_password_error
+    def warn(text: str) -> None:
+        print(f"warning: {text}", file=sys.stderr)
 
-    refused = url_password_error("--hosts", args.hosts)
-    if refused:
-        raise UsageError(refused)
-    lax = paramiko_host_key_warning(args.hosts)
-    if lax:
-        print(f"warning: {lax}", file=sys.stderr)
-    names = [h.strip() for h in (args.hosts or "").split(",") if h.strip()] or ["ansible://all"]
-    for name in names:
-        why = bad_host_spec(name)
-        if why:
-            raise UsageError(f"--hosts {name}: {why} (expected e.g. "
-                             "ssh://root@node1,paramiko://node2:22)")
     try:
-        hosts = testinfra.get_hosts(
-            names, connection=args.connection, ssh_config=args.ssh_config,
-            ssh_identity_file=args.ssh_identity_file, sudo=args.sudo,
-            ansible_inventory=args.ansible_inventory)
-    except Exception as exc:  # testinfra raises many kinds; all are a bad --hosts
-        raise UsageError(hosts_error(args.hosts, args.ansible_inventory, exc)) from None
-
-    found: dict[str, Target] = {}
-    for host in hosts:
-        # read in a few batched commands, as the checks read a remote node
-        found.setdefault(_host_name(host), NodeReadTarget(TestinfraTarget(host, _host_name(host)),
-                                                          {"dbc_dir": args.dbc_dir}))
-    return list(found.values())
+        hosts = testinfra_hosts(
+            args.hosts, args.ansible_inventory, warn=warn, connection=args.connection,
+            ssh_config=args.ssh_config, ssh_identity_file=args.ssh_identity_file,
+            sudo=args.sudo, sudo_user=None, force_ansible=False, timeout=CONNECT_TIMEOUT)
+    except HostsError as exc:
+        raise UsageError(str(exc)) from None
+    # read in a few batched commands, as the checks read a remote node
+    return [NodeReadTarget(TestinfraTarget(host, name), {"dbc_dir": args.dbc_dir})
+            for name, host in hosts]
 
 
 def replay_line(snapshot: Path) -> str:
@@ -123,17 +106,6 @@ def replay_line(snapshot: Path) -> str:
     suite = Path(__file__).resolve().parents[1]
     where = f"cd {shlex.quote(str(suite))} && " if (suite / "tests_host").is_dir() else ""
     return f"{where}pytest -m host --snapshot={shlex.quote(str(snapshot))}"
-
-
-def bad_host_spec(name: str) -> str | None:
-    """Why a --hosts entry is not a host address (None: it reads as one)."""
-    from urllib.parse import urlsplit
-
-    try:
-        port = urlsplit(name if "://" in name else f"ssh://{name}").port
-    except ValueError as exc:
-        return str(exc)
-    return None if port is None or 0 < port < 65536 else f"port {port} out of range"
 
 
 def _empty_folder(path: Path) -> None:
@@ -182,7 +154,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from dbc_accept.recording import capture
 
     root = Path(args.dir)
-    targets = _targets(args)
+    targets = node_targets(args)
     if args.dbc_dir and len(targets) == 1:
         _check_dbc_dir(targets[0], args.dbc_dir)  # before anything is written
     _empty_folder(root)

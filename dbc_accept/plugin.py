@@ -14,9 +14,9 @@ import pytest
 
 from dbc_accept import gpuids
 from dbc_accept.facts import HostFacts
+from dbc_accept.hosts import HostsError, testinfra_hosts
 from dbc_accept.messages import t
 from dbc_accept.options import add_options
-from dbc_accept.secrecy import paramiko_host_key_warning, url_password_error
 from dbc_accept.snapshot import REFUSED_EXIT, SnapshotError, SnapshotRefused, SnapshotTarget
 from dbc_accept.target import LocalTarget, Target
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
@@ -73,63 +73,24 @@ def _targets(config: pytest.Config) -> list[Target]:
     return [LocalTarget()]
 
 
-def _host_name(host: Any) -> str:
-    """testinfra's id (``paramiko://node1``), with the port when one was given."""
-    name = str(host.backend.get_pytest_id())
-    port = getattr(getattr(host.backend, "host", None), "port", None)
-    return f"{name}:{port}" if port and str(port) != "22" else name
-
-
-def hosts_error(spec: str | None, inventory: str | None, exc: Exception) -> str:
-    """One line saying why testinfra could not make hosts of --hosts / --ansible-inventory."""
-    if inventory and "ansible-inventory: not found" in str(exc):
-        return (f"--ansible-inventory {inventory}: the `ansible-inventory` command is not "
-                "installed; install Ansible (pip install ansible-core) or name the nodes "
-                "with --hosts")
-    if inventory and not spec:
-        why = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
-        return f"--ansible-inventory {inventory}: {why[:300]}"
-    return f"--hosts {spec or ''}: {exc} (expected e.g. ssh://root@node1,paramiko://node2:22)"
-
-
 def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
     """(name, testinfra host) for each node of ``--hosts`` / ``--ansible-inventory``."""
-    spec = getattr(config.option, "hosts", None)
-    inventory = getattr(config.option, "ansible_inventory", None)
-    if not spec and not inventory:
-        return []
-    import testinfra  # imported here: costs start-up time only when remote hosts are asked for
+    opt = config.option
 
-    refused = url_password_error("--hosts", spec)
-    if refused:
-        raise pytest.UsageError(refused)
-    lax = paramiko_host_key_warning(spec)
-    if lax:
-        config.issue_config_time_warning(pytest.PytestConfigWarning(lax), stacklevel=2)
-    names = [h.strip() for h in (spec or "").split(",") if h.strip()] or ["ansible://all"]
-    bare = [n for n in names if "://" not in n]
-    if inventory and bare:  # testinfra would take "all" for a host named all
-        raise pytest.UsageError(
-            f"--hosts {spec}: with --ansible-inventory name the inventory's hosts and groups "
-            f"as --hosts=ansible://{bare[0]} (ansible://all, ansible://GROUP, ansible://HOST)")
-    kwargs = {
-        "ansible_inventory": inventory,
-        "connection": getattr(config.option, "connection", None),
-        "ssh_config": getattr(config.option, "ssh_config", None),
-        "ssh_identity_file": getattr(config.option, "ssh_identity_file", None),
-        "sudo": getattr(config.option, "sudo", False),
-        "sudo_user": getattr(config.option, "sudo_user", None),
-        "force_ansible": getattr(config.option, "force_ansible", False),
-        "timeout": int(max(1.0, getattr(config.option, "dbc_node_connect_timeout", 10.0))),
-    }
+    def warn(text: str) -> None:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(text), stacklevel=2)
+
     try:
-        hosts = list(testinfra.get_hosts(names, **kwargs))
-    except Exception as exc:  # testinfra raises many kinds; all are a bad --hosts
-        raise pytest.UsageError(hosts_error(spec, inventory, exc)) from None
-    found: dict[str, Any] = {}
-    for host in hosts:  # the same node named twice is checked once
-        found.setdefault(_host_name(host), host)
-    return list(found.items())
+        return testinfra_hosts(
+            getattr(opt, "hosts", None), getattr(opt, "ansible_inventory", None), warn=warn,
+            connection=getattr(opt, "connection", None),
+            ssh_config=getattr(opt, "ssh_config", None),
+            ssh_identity_file=getattr(opt, "ssh_identity_file", None),
+            sudo=getattr(opt, "sudo", False), sudo_user=getattr(opt, "sudo_user", None),
+            force_ansible=getattr(opt, "force_ansible", False),
+            timeout=int(max(1.0, getattr(opt, "dbc_node_connect_timeout", 10.0))))
+    except HostsError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def nodes(config: pytest.Config) -> list[HostFacts]:

@@ -141,12 +141,12 @@ def _target(args: argparse.Namespace, usage_error: type[Exception]) -> Target:
             return SnapshotTarget(args.snapshot)
         except SnapshotError as exc:
             raise usage_error(f"--snapshot {args.snapshot}: {exc}") from None
-    from dbc_accept.cli import _targets
+    from dbc_accept.cli import node_targets
 
     ns = argparse.Namespace(hosts=args.hosts, ansible_inventory=None, connection=None,
                             ssh_config=args.ssh_config, sudo=False,
                             ssh_identity_file=args.ssh_identity_file, dbc_dir=args.dbc_dir)
-    return _targets(ns)[0]
+    return node_targets(ns)[0]
 
 
 def _source(args: argparse.Namespace, hostname: str) -> str:
