@@ -78,29 +78,6 @@ class Target(Protocol):
         ...
 
 
-def path_exists(target: Target, path: str) -> bool:
-    """True when ``path`` is a file, folder or link (dangling included) on the target."""
-    try:
-        target.read_link(path)
-        return True
-    except OSError:
-        pass
-    try:
-        target.list_dir(path)
-        return True
-    except NotADirectoryError:
-        return True
-    except OSError:
-        pass
-    try:
-        target.read_text(path)
-        return True
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError:
-        return True
-
-
 class LocalTarget:
     """This machine."""
 

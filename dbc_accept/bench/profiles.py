@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 # Every model DBC's in-VM benchmark runs (torchvision 0.10 names).
@@ -150,7 +150,3 @@ def profile(name: str) -> Profile:
 
 PROFILES = ("quick", "default", "full", "dbc-legacy")
 
-
-def with_budget(spec: RunSpec, **changes: Any) -> RunSpec:
-    """A copy of ``spec`` with other budget figures (used by the self-tests)."""
-    return replace(spec, **changes)

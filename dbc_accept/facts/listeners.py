@@ -23,10 +23,6 @@ class Listener:
     def loopback(self) -> bool:
         return ipaddress.ip_address(self.address).is_loopback
 
-    @property
-    def wildcard(self) -> bool:
-        return ipaddress.ip_address(self.address).is_unspecified
-
     def __str__(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{host}:{self.port}"

@@ -258,11 +258,6 @@ class TestVm(LibvirtLink):
 
     # --- tearing down ------------------------------------------------------------------
 
-    def removal_hint(self) -> str:
-        """How to remove this VM by hand (for --keep-vm)."""
-        return (f"`dbc-accept cleanup --libvirt-uri {self.spec.uri}` removes domain "
-                f"{self.name} and its overlay {self.overlay.path if self.overlay else ''}")
-
     def teardown(self, graceful_timeout: float = 10) -> list[str]:
         """Stop and remove the domain and the overlay, check the GPUs; problems as text."""
         if self._in_teardown or self._torn_down:
