@@ -61,7 +61,7 @@ class VmRecord:
     notes: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)  # the VM library's step log
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
-    login: str = ""  # "run key (guest agent)" or "password"/"key file"
+    login: str = ""  # "run key (guest agent)", else Credentials.describe(): "key", "password", ...
     vm_timings: dict[str, float] = field(default_factory=dict)  # TestVm's own steps
 
 
