@@ -69,4 +69,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   fi
   touch "$stamp"
 fi
-exec "$VENV/bin/python" -m pytest -m host "$@"
+# no:cacheprovider: the host stage leaves no .pytest_cache behind on the node
+exec "$VENV/bin/python" -m pytest -m host -p no:cacheprovider "$@"

@@ -108,6 +108,7 @@ def test_fake_h200_run_judges_each_model(pytester: pytest.Pytester) -> None:
 
 @pytest.mark.needs_torch
 def test_real_probe_without_a_gpu_skips_saying_so(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("torch")
     setup(pytester)
     result = pytester.runpytest_inprocess(
         "benchmarks", "-m", "benchmark", "--guest", "local", "--bench-profile", "quick",

@@ -9,8 +9,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import torch
-from torch import nn
 
 from dbc_accept.bench import output, reference
 from dbc_accept.bench.profiles import RunSpec, profile
@@ -18,6 +16,9 @@ from dbc_accept.bench.runner import PROBE, parse_line, run_probe
 from dbc_accept.bench.stats import summarize
 from dbc_accept.guest import LocalGuest
 from selftests.prereq import PY38, unavailable
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
 
 pytestmark = pytest.mark.unit
 

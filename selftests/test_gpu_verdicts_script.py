@@ -118,6 +118,7 @@ def test_plugin_records_outcome_time_and_message(pytester: pytest.Pytester) -> N
 
 @pytest.mark.needs_torch
 def test_cpu_loads_start_and_stop() -> None:
+    pytest.importorskip("torch")
     gv = load()
     for mode in ("hold", "partial"):
         bg = gv.Background(mode, "cpu", timeout=120)
@@ -159,6 +160,7 @@ def test_budget_guard_leaves_out_what_would_overrun(monkeypatch: pytest.MonkeyPa
 @pytest.mark.needs_torch
 def test_cpu_check_end_to_end(tmp_path: Path) -> None:
     """Two stages on the CPU through the shell script; summary files written."""
+    pytest.importorskip("torch")
     out = subprocess.run(
         ["bash", str(SCRIPTS / "gpu-verdicts.sh"), "--cpu-check", "--out", str(tmp_path),
          "--only", "expect-gpus,burn2", "--stress-seconds", "0.2"],

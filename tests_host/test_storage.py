@@ -8,6 +8,7 @@ from dbc_accept.facts import HostFacts
 from dbc_accept.facts.storage import (
     DATA,
     GIB,
+    Mount,
     gather_fstab,
     gather_memory,
     gather_mounts,
@@ -25,7 +26,7 @@ MIN_RAM_GIB = 32  # check_env keeps 32 GiB for the host and refuses at or below 
 QUOTA_OPTIONS = {"prjquota", "pquota", "pqnoenforce"}
 
 
-def _data_mount(node: HostFacts):  # -> Mount, or fails storage.mount
+def _data_mount(node: HostFacts) -> Mount:  # or fails storage.mount
     mount = mount_of(node.get(gather_mounts), DATA)
     if mount is None:
         fail("storage.mount", observed=f"no file system is mounted on {DATA}",

@@ -27,7 +27,7 @@ from dbc_accept.facts import HostFacts
 from dbc_accept.facts.gpu_guest import gather_kernel_log
 from dbc_accept.guest.probe import ProbeRunner
 from dbc_accept.guest.profiles import profile
-from dbc_accept.guest.slots import KERNEL_LOG_BEFORE_BURN, expected_gpu_count, gpu_slots
+from dbc_accept.guest.slots import KERNEL_LOG_BEFORE_BURN, Slot, expected_gpu_count, gpu_slots
 from dbc_accept.messages import fill
 from dbc_accept.verdict import FactError
 
@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--stress-seconds: give a positive number of seconds")
 
 
-SLOTS_KEY = pytest.StashKey["list[Slot] | None"]()
+SLOTS_KEY: pytest.StashKey[list[Slot] | None] = pytest.StashKey()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

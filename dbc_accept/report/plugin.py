@@ -175,7 +175,8 @@ def _png(state: ReportState) -> bytes | None:
 
             state.png = bench_png(state.bench_rows, state.min_ratio)
         except ImportError as exc:  # the table and CSV still say everything
-            state.info["plot"] = f"no plot: {exc} (pip install matplotlib)"
+            state.info["plot"] = (f"no plot: {exc} (pip install matplotlib, or install "
+                                  "dbc-accept with its extra [plot])")
     return state.png
 
 

@@ -39,7 +39,7 @@ class AgentResult:
 
 def command(dom: Any, cmd: dict[str, Any], timeout: int = 10) -> Any:
     """One guest agent command and its decoded JSON answer."""
-    import libvirt_qemu  # type: ignore[import-untyped]
+    import libvirt_qemu
 
     return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(cmd), timeout, 0))
 
