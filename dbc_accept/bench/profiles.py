@@ -17,29 +17,24 @@ MODERN_MODELS = (
     "convnext_tiny", "inception_v3", "googlenet", "shufflenet_v2_x1_0", "squeezenet1_1",
     "mnasnet1_0",
 )
-# The modern models of `default`: those cheapest to warm up (cuDNN autotuning and first-use
-# kernel compilation took 6-9 s per model on an H200, against 10-21 s for MobileNet v2/v3,
-# EfficientNet, ShuffleNet and Inception v3, which run in `full`). RegNet and ConvNeXt are
-# GPU-bound (steady figures); GoogLeNet stands for the Inception family at 224 px.
+# Why these models, batches and autotuning choices, with the figures measured on H200s:
+# docs/benchmarks-and-report.md ("Where the time goes", "How it measures").
+# The modern models of `default`: those cheapest to warm up; RegNet and ConvNeXt are
+# GPU-bound, GoogLeNet stands for the Inception family at 224 px.
 DEFAULT_MODERN = ("regnet_y_8gf", "convnext_tiny", "googlenet")
 FULL_EXTRA = (
     "alexnet", "mobilenet_v3_small", "efficientnet_b4", "regnet_x_8gf", "convnext_small",
     "resnext101_64x4d",
 )
-# `quick`: models that warm up fast, a ResNet run tuning its kernels for the next one
-# (EfficientNet-B0 alone took 31 s to warm up, more than the rest of the profile).
+# `quick`: models that warm up fast, a ResNet run tuning its kernels for the next one.
 QUICK_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16")
 # DDP runs of the default profile: models whose gradients are small next to their compute,
 # so a healthy interconnect keeps each GPU near its single-GPU speed.
 DDP_MODELS = ("resnet50", "resnet152", "convnext_tiny", "regnet_y_8gf")
 IMAGE_SIZE = {"inception_v3": 299}
 # Training batches above the usual 128 for models whose step the CPU launches about as
-# slowly as an H200 runs it at batch 128 (many thin layers). Their figure then follows the
-# CPU, not the GPU: on H200s, ResNet-18/34/101/152, DenseNet and GoogLeNet training moved by
-# 4-13% within a run and up to 25% between runs at batch 128, while ResNet-50, VGG, RegNet
-# and ConvNeXt held within 1%. At 256 (512 for the lightest models) the GPU is measured again:
-# DenseNet-121/169/201 training then held within 0.6% and agreed to 0.3% between two runs.
-# ResNet-50 stays at 128, the setting of the published and anchor figures.
+# slowly as a fast GPU runs it at batch 128 (many thin layers): there the figure follows the
+# CPU, not the GPU. ResNet-50 stays at 128, the setting of the published and anchor figures.
 LAUNCH_BOUND_BATCH = {
     **{("train", m): 256 for m in (
         "resnet18", "resnet34", "resnet101", "resnet152", "densenet121", "densenet161",
@@ -51,10 +46,8 @@ LAUNCH_BOUND_BATCH = {
 }
 # cuDNN autotuning (cudnn.benchmark) times candidate kernels for every new convolution
 # shape. DenseNet has a new shape at every layer (its input grows by the growth rate), so
-# autotuning DenseNet-121/161/201 took 5-25 s per model on an H200, as long as the rest of
-# the profile's warm-up together, for training within -9%..+3% of cuDNN's heuristic choice
-# (and the autotuned choice itself varied between runs). DenseNet-169 keeps it: its
-# heuristic choice ran 7-10% slower and less steadily.
+# autotuning DenseNet-121/161/201 costs as much as the rest of the warm-up for no steadier
+# figure; DenseNet-169 keeps it (its heuristic choice ran slower).
 NO_AUTOTUNE = ("densenet121", "densenet161", "densenet201")
 BATCH = {"train": 128, "infer": 256}
 MODES = ("train", "infer")

@@ -20,8 +20,9 @@ from dbc_accept.verdict import fail
 SECONDS_PER_RUN = 90.0  # the probe's time limit: generous, a hang is all it must catch
 # Run stability (CV of the medians of the measurement's sub-windows, stats.window_spread)
 # above which a run is warned about. The CV of single steps is reported but not judged:
-# training of launch-bound models (DenseNet, MobileNet, ShuffleNet...) has 8-18% step CV on
-# a healthy H200 from the CPU's launch jitter, while its median stays put.
+# launch-bound training (DenseNet, MobileNet, ShuffleNet...) has a high step CV on a healthy
+# GPU from the CPU's launch jitter, while its median stays put (the figures:
+# docs/benchmarks-and-report.md, "Spread").
 MAX_SPREAD = 0.05
 
 
