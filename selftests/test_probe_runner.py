@@ -12,6 +12,12 @@ from dbc_accept.guest.probe import ProbeError, ProbeRunner, parse_output, probe_
 from dbc_accept.target import NOT_FOUND_RC, TIMEOUT_RC, CommandResult
 
 
+@pytest.fixture(autouse=True)
+def _process_per_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about a probe in a process of its own (the worker's are elsewhere)."""
+    monkeypatch.setenv("DBC_PROBE_WORKER", "0")
+
+
 class FakeGuest:
     """A guest whose every command answers with ``result``; it records what it was asked."""
 
