@@ -122,7 +122,7 @@ class FakeGpuGuest:
         self.passed_gpus = [PassedGpu(f"0000:{b}:00.0", "10de:2335") for b in ("18", "2a")]
         self.docs = probe_docs()
         self.ran: list[str] = []  # the probes run, in order
-        self.workers = 0  # probe workers started
+        self.workers: list[ScriptedWorker] = []  # probe workers started
 
     def _answer(self, name: str, value: Any) -> Any:
         return self.faults[name](value) if name in self.faults else value
@@ -151,8 +151,8 @@ class FakeGpuGuest:
         return None
 
     def open_process(self, argv: Sequence[str]) -> ScriptedWorker:
-        self.workers += 1
-        return ScriptedWorker(self.run, f"{self.workdir}/probes")
+        self.workers.append(ScriptedWorker(self.run, f"{self.workdir}/probes"))
+        return self.workers[-1]
 
     def stream(self, argv: Sequence[str], timeout: float,
                on_line: Callable[[str], None]) -> CommandResult:

@@ -99,3 +99,16 @@ def test_output_with_noise_before_the_document() -> None:
     assert parse_output("x", 'NCCL INFO something\n{"a": [1]}\n') == {"a": [1]}
     with pytest.raises(ProbeError):
         parse_output("x", "[1, 2]")
+
+
+def test_fake_gpu_guest_answers_through_one_worker() -> None:
+    from selftests.fake_gpu_guest import FakeGpuGuest
+
+    guest = FakeGpuGuest()
+    with ProbeRunner(guest, worker=True) as runner:  # type: ignore[arg-type]
+        assert runner.get("gpu_free")["gpus"][0]["processes"] == []
+        for name in ("torch_info", "matmul", "train", "multi_gpu", "stress"):
+            runner.get(name)
+    assert guest.ran == ["gpu_free", "torch_info", "matmul", "train", "multi_gpu", "stress"]
+    # one worker, and the probes that need a process of their own never went to it
+    assert [w.requests for w in guest.workers] == [["torch_info", "matmul", "train", "stress"]]
