@@ -46,7 +46,7 @@ class ScriptedWorker:
         return ""
 
     def wait(self, timeout: float) -> int | None:
-        return 0
+        return 0 if self.killed else None
 
     def kill(self) -> None:
         self.killed = True

@@ -356,6 +356,21 @@ def test_alive_callback_ends_a_wait_on_a_dead_guest(sshd: Sshd) -> None:
         g.close()
 
 
+def test_alive_callback_ends_a_read_from_a_process_of_a_dead_guest(sshd: Sshd) -> None:
+    g = _guest(sshd, alive=lambda: "the domain is shut off (destroyed)").connect()
+    try:
+        proc = g.open_process(["sleep", "20"])
+        start = time.monotonic()
+        with pytest.raises(GuestConnectionLost, match="destroyed"):
+            proc.read_line(30)
+        assert time.monotonic() - start < 5
+        g.alive = None
+        proc.kill()
+    finally:
+        g.alive = None
+        g.close()
+
+
 def test_parse_ssh_url() -> None:
     assert parse_ssh_url("ssh://dbc@10.0.0.5:2222") == ("dbc", "10.0.0.5", 2222)
     assert parse_ssh_url("ssh://n1") == ("", "n1", 22)

@@ -4,6 +4,7 @@ one to the next, and a probe that crashes or hangs fails only itself."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,18 @@ def test_a_crashing_probe_fails_alone_and_the_next_gets_a_new_worker(
     assert gone_soon(old)
     doc = runner.run("whoami")
     assert doc["pid"] != old and runner.worker_starts == 2
+
+
+def test_a_worker_killed_between_probes_is_replaced_unnoticed(runner: ProbeRunner) -> None:
+    pid = worker_pid(runner)
+    os.kill(pid, signal.SIGKILL)
+    worker = runner._worker
+    assert worker is not None
+    for _ in range(50):  # its exit status comes once all of its threads have ended
+        if not worker.alive():
+            break
+        time.sleep(0.1)
+    assert runner.run("whoami")["pid"] != pid and runner.worker_starts == 2
 
 
 def test_a_probe_that_raises_fails_alone_and_the_worker_stays(runner: ProbeRunner) -> None:

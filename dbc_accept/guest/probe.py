@@ -179,6 +179,8 @@ class ProbeRunner:
         return self.guest.stream([self.python, remote, *args], timeout, on_line)
 
     def _running_worker(self) -> ProbeWorker | None:
+        if self._worker is not None and not self._worker.alive():
+            self.close()  # it ended between two probes: this one gets a new worker
         if self._worker is None and not self.worker_refused:
             remote = self.ship(WORKER)
             try:

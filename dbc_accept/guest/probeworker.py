@@ -114,6 +114,10 @@ class ProbeWorker:
         return WorkerGone(f"the probe worker (pid {self.pid}) {what}; it was stopped with "
                           f"its process group; its last stderr lines: {tail}")
 
+    def alive(self) -> bool:
+        """False once the worker has ended (between requests: killed from outside)."""
+        return self.proc.wait(0) is None
+
     def stop(self) -> None:
         """End the worker and everything it started (idempotent)."""
         self.proc.kill()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from dbc_accept.guest.ssh import SshGuest
 
 POLL_S = 0.02
+ALIVE_EVERY_S = 2.0  # how often a wait asks whether the test VM still runs
 STDERR_KEEP = 16_000  # bytes of stderr kept for messages
 
 
@@ -73,6 +74,7 @@ class SshProcess:
 
     def read_line(self, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
+        next_alive = time.monotonic() + ALIVE_EVERY_S
         while True:
             self._drain()
             end = self._out.find(b"\n")
@@ -92,6 +94,10 @@ class SshProcess:
                 return None
             if not self.guest._active():
                 raise self.guest._lost(self.doing)
+            if self.guest.alive and time.monotonic() > next_alive:  # the test VM: libvirt
+                if self.guest.alive():
+                    raise self.guest._lost(self.doing)
+                next_alive = time.monotonic() + ALIVE_EVERY_S
             time.sleep(POLL_S)
 
     def stderr_tail(self) -> str:

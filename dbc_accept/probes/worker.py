@@ -100,10 +100,13 @@ def restore(state):
 
 
 def free():
-    """Give back what the last probe held: its objects, then the cached GPU memory."""
+    """Give back what the last probe held: its objects, then the cached GPU memory. A GPU
+    left in a sticky error (an illegal address, an Xid) raises here: the worker ends."""
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(index)
         torch.cuda.empty_cache()
 
 
