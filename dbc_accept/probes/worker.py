@@ -107,6 +107,9 @@ def free():
     if torch is not None and torch.cuda.is_initialized():
         for index in range(torch.cuda.device_count()):
             torch.cuda.synchronize(index)
+        clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # torch >= 1.13
+        if clear is not None:
+            clear()  # cuBLAS keeps a workspace per handle and stream: freed as in a new process
         torch.cuda.empty_cache()
 
 
