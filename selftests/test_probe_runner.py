@@ -112,3 +112,26 @@ def test_fake_gpu_guest_answers_through_one_worker() -> None:
     assert guest.ran == ["gpu_free", "torch_info", "matmul", "train", "multi_gpu", "stress"]
     # one worker, and the probes that need a process of their own never went to it
     assert [w.requests for w in guest.workers] == [["torch_info", "matmul", "train", "stress"]]
+
+
+def test_local_stream_hands_lines_over_and_stops_at_its_time_limit(tmp_path: Path) -> None:
+    import time
+
+    guest = LocalGuest(workdir=str(tmp_path))
+    seen: list[str] = []
+    start = time.monotonic()
+    res = guest.stream(["sh", "-c", "echo one; echo two >&2; sleep 300 & echo $!; wait"], 2,
+                       seen.append)
+    assert time.monotonic() - start < 10
+    assert res.rc == TIMEOUT_RC and seen[0] == "one" and res.stdout.startswith("one\n")
+    assert "two" in res.stderr and "timed out after 2 s" in res.stderr
+    for _ in range(50):  # what it started went with it (a zombie until reaped)
+        stat = Path(f"/proc/{seen[1]}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"pid {seen[1]}, started by the timed-out command, still runs")
+    done = guest.stream(["sh", "-c", "echo a; exit 3"], 10, seen.append)
+    assert (done.rc, done.stdout, seen[-1]) == (3, "a", "a")
+    assert guest.stream(["no-such-command-xyz"], 5, seen.append).rc == NOT_FOUND_RC

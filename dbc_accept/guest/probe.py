@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
-from dbc_accept.guest import Guest
+from dbc_accept.guest import Guest, guest_workdir
 from dbc_accept.guest.probeworker import (
     ProbeWorker,
     WorkerGone,
@@ -109,8 +109,6 @@ class ProbeRunner:
 
     @property
     def remote_dir(self) -> str:
-        from dbc_accept.guest import guest_workdir
-
         return f"{guest_workdir(self.guest)}/probes"
 
     def ship(self, stem: str, local: Path | None = None) -> str:
