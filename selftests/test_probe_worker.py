@@ -224,3 +224,18 @@ def test_a_worker_that_cannot_start_leaves_each_probe_its_own_process(tmp_path: 
     with ProbeRunner(NoProcesses(workdir=str(tmp_path)), worker=True) as probes:
         assert probes.run("sysinfo")["python_tuple"][:2] >= [3, 8]
         assert "cannot start processes with pipes here" in probes.worker_refused
+
+
+def test_ctrl_c_during_a_probe_stops_the_worker(runner: ProbeRunner,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    pid = worker_pid(runner)
+    worker = runner._worker
+    assert worker is not None
+
+    def interrupted(timeout: float) -> str | None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker.proc, "read_line", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("whoami")
+    assert gone_soon(pid)
