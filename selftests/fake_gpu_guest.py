@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from dbc_accept.guest import PassedGpu
 from dbc_accept.target import NOT_FOUND_RC, CommandResult
+from selftests.fake_worker import ScriptedWorker, stream_by_run
 
 DATA = Path(__file__).parent / "data" / "gpu"
 BUSES = ("00000000:00:06.0", "00000000:00:07.0")
@@ -121,6 +122,7 @@ class FakeGpuGuest:
         self.passed_gpus = [PassedGpu(f"0000:{b}:00.0", "10de:2335") for b in ("18", "2a")]
         self.docs = probe_docs()
         self.ran: list[str] = []  # the probes run, in order
+        self.workers: list[ScriptedWorker] = []  # probe workers started
 
     def _answer(self, name: str, value: Any) -> Any:
         return self.faults[name](value) if name in self.faults else value
@@ -147,6 +149,14 @@ class FakeGpuGuest:
 
     def put(self, local_path: str, remote_path: str) -> None:
         return None
+
+    def open_process(self, argv: Sequence[str]) -> ScriptedWorker:
+        self.workers.append(ScriptedWorker(self.run, f"{self.workdir}/probes"))
+        return self.workers[-1]
+
+    def stream(self, argv: Sequence[str], timeout: float,
+               on_line: Callable[[str], None]) -> CommandResult:
+        return stream_by_run(self.run, argv, timeout, on_line)
 
     def read_text(self, path: str) -> str:
         if path in FILES:

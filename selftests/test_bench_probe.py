@@ -15,6 +15,7 @@ from dbc_accept.bench.profiles import RunSpec, profile
 from dbc_accept.bench.runner import PROBE, parse_line, run_probe
 from dbc_accept.bench.stats import summarize
 from dbc_accept.guest import LocalGuest
+from selftests.fake_worker import stream_by_run
 from selftests.prereq import PY38, unavailable
 
 torch = pytest.importorskip("torch")
@@ -304,7 +305,7 @@ def test_whole_probe_on_cpu_with_a_stand_in_torchvision(tmp_path: Path) -> None:
 
 
 class RemoteGuest:
-    """A guest reached over a link: no streaming unless it offers ``stream``."""
+    """A guest reached over a link whose ``stream`` hands the lines over when it ends."""
 
     name = "ssh://dbc@guest"
     workdir = "/tmp/w"
@@ -323,6 +324,9 @@ class RemoteGuest:
         self.calls.append(list(argv))
         out = self.stdout if argv[0] == "python3" else ""
         return CommandResult(tuple(argv), 0, out, "")
+
+    def stream(self, argv: list[str], timeout: float, on_line: Any) -> Any:
+        return stream_by_run(self.run, argv, timeout, on_line)
 
 
 def test_remote_guest_without_and_with_streaming() -> None:

@@ -172,6 +172,75 @@ def test_stream_hands_over_each_line_as_it_arrives(guest: SshGuest) -> None:
     assert seen[2][1] >= 2.0
 
 
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has ended (a zombie counts as ended), within 5 s."""
+    for _ in range(50):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_open_process_talks_line_by_line_and_kill_ends_its_group(guest: SshGuest) -> None:
+    proc = guest.open_process(["sh", "-c", 'sleep 300 & echo "$!"; while read x; do '
+                                           'echo "got $x"; echo "err $x" >&2; done'])
+    child = int(proc.read_line(10) or "0")
+    proc.send("a b")
+    assert proc.read_line(10) == "got a b"
+    assert proc.read_line(0.2) is None  # nothing more yet: it waits for input
+    for _ in range(50):
+        if "err a b" in proc.stderr_tail():
+            break
+        time.sleep(0.1)
+    assert proc.stderr_tail() == "err a b"
+    proc.kill()
+    assert _gone(child)  # the whole group, not only the command
+    with pytest.raises(EOFError):
+        proc.read_line(5)
+
+
+WORKER_PROBES = {
+    "crash": "def collect(_args):\n    sys.stderr.write('leaving now\\n')\n    "
+             "sys.stderr.flush()\n    os._exit(9)\n",
+    "hang": "def collect(_args):\n    time.sleep(300)\n",
+}
+
+
+def test_probe_worker_over_ssh(guest: SshGuest, tmp_path: Path) -> None:
+    from dbc_accept.guest.probe import ProbeError, ProbeRunner
+
+    with ProbeRunner(guest, worker=True) as probes:
+        for name, body in WORKER_PROBES.items():
+            (tmp_path / f"{name}.py").write_text(
+                "import os, sys, time\nsys.path.insert(0, os.path.dirname(__file__))\n"
+                "import dbcprobe\n" + body)
+            probes.ship(name, tmp_path / f"{name}.py")
+        first = probes.run("sysinfo")
+        assert probes.run("sysinfo") == first and probes.worker_starts == 1
+        assert probes._worker is not None
+        pid = probes._worker.pid
+        assert isinstance(pid, int)
+        with pytest.raises(ProbeError, match=r"died while running it \(exit status 9\).*"
+                                             "leaving now"):
+            probes.run("crash")
+        assert _gone(pid)
+        probes.run("sysinfo")
+        assert probes._worker is not None
+        hung = probes._worker.pid
+        with pytest.raises(ProbeError, match="hung: no answer within 2 s"):
+            probes.run("hang", timeout=2)
+        assert _gone(int(hung or 0))
+        probes.run("sysinfo")
+        assert probes.worker_starts == 3 and probes._worker is not None
+        last = probes._worker.pid
+        assert os.path.exists(f"/proc/{last}")
+    assert _gone(last)  # closed with the runner
+
+
 def test_put_uploads_with_mode(guest: SshGuest, tmp_path: Path) -> None:
     src = tmp_path / "probe.py"
     src.write_text("print('ok')\n")
@@ -282,6 +351,21 @@ def test_alive_callback_ends_a_wait_on_a_dead_guest(sshd: Sshd) -> None:
         with pytest.raises(GuestConnectionLost, match="destroyed"):
             g.run(["sleep", "20"], timeout=30)
         assert time.monotonic() - start < 5
+    finally:
+        g.alive = None
+        g.close()
+
+
+def test_alive_callback_ends_a_read_from_a_process_of_a_dead_guest(sshd: Sshd) -> None:
+    g = _guest(sshd, alive=lambda: "the domain is shut off (destroyed)").connect()
+    try:
+        proc = g.open_process(["sleep", "20"])
+        start = time.monotonic()
+        with pytest.raises(GuestConnectionLost, match="destroyed"):
+            proc.read_line(30)
+        assert time.monotonic() - start < 5
+        g.alive = None
+        proc.kill()
     finally:
         g.alive = None
         g.close()

@@ -42,3 +42,19 @@ def test_probe_answers_json_on_python38(name: str) -> None:
         assert "nvidia-smi" in doc["error"], doc
     else:
         assert doc["error"].startswith("torch not installed"), doc
+
+
+def test_worker_answers_on_python38() -> None:
+    """The probe worker starts on 3.8 without torch and answers each request on its line."""
+    requests = "".join(json.dumps({"id": i, "probe": name}) + "\n"
+                       for i, name in enumerate(("sysinfo", "torch_info", "nope")))
+    out = subprocess.run([str(PY38), str(PROBES_DIR / "worker.py")], input=requests,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    ready, *answers = [json.loads(line) for line in out.stdout.splitlines()]
+    assert ready["ready"] is True and ready["torch"] is None
+    assert ready["python"].startswith("3.8")
+    assert [a["id"] for a in answers] == [0, 1, 2]
+    assert answers[0]["doc"]["python"].startswith("3.8")
+    assert answers[1]["doc"]["error"].startswith("torch not installed")
+    assert "No module named 'nope'" in answers[2]["error"]

@@ -12,6 +12,12 @@ from dbc_accept.guest.probe import ProbeError, ProbeRunner, parse_output, probe_
 from dbc_accept.target import NOT_FOUND_RC, TIMEOUT_RC, CommandResult
 
 
+@pytest.fixture(autouse=True)
+def _process_per_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about a probe in a process of its own (the worker's are elsewhere)."""
+    monkeypatch.setenv("DBC_PROBE_WORKER", "0")
+
+
 class FakeGuest:
     """A guest whose every command answers with ``result``; it records what it was asked."""
 
@@ -93,3 +99,39 @@ def test_output_with_noise_before_the_document() -> None:
     assert parse_output("x", 'NCCL INFO something\n{"a": [1]}\n') == {"a": [1]}
     with pytest.raises(ProbeError):
         parse_output("x", "[1, 2]")
+
+
+def test_fake_gpu_guest_answers_through_one_worker() -> None:
+    from selftests.fake_gpu_guest import FakeGpuGuest
+
+    guest = FakeGpuGuest()
+    with ProbeRunner(guest, worker=True) as runner:  # type: ignore[arg-type]
+        assert runner.get("gpu_free")["gpus"][0]["processes"] == []
+        for name in ("torch_info", "matmul", "train", "multi_gpu", "stress"):
+            runner.get(name)
+    assert guest.ran == ["gpu_free", "torch_info", "matmul", "train", "multi_gpu", "stress"]
+    # one worker, and the probes that need a process of their own never went to it
+    assert [w.requests for w in guest.workers] == [["torch_info", "matmul", "train", "stress"]]
+
+
+def test_local_stream_hands_lines_over_and_stops_at_its_time_limit(tmp_path: Path) -> None:
+    import time
+
+    guest = LocalGuest(workdir=str(tmp_path))
+    seen: list[str] = []
+    start = time.monotonic()
+    res = guest.stream(["sh", "-c", "echo one; echo two >&2; sleep 300 & echo $!; wait"], 2,
+                       seen.append)
+    assert time.monotonic() - start < 10
+    assert res.rc == TIMEOUT_RC and seen[0] == "one" and res.stdout.startswith("one\n")
+    assert "two" in res.stderr and "timed out after 2 s" in res.stderr
+    for _ in range(50):  # what it started went with it (a zombie until reaped)
+        stat = Path(f"/proc/{seen[1]}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"pid {seen[1]}, started by the timed-out command, still runs")
+    done = guest.stream(["sh", "-c", "echo a; exit 3"], 10, seen.append)
+    assert (done.rc, done.stdout, seen[-1]) == (3, "a", "a")
+    assert guest.stream(["no-such-command-xyz"], 5, seen.append).rc == NOT_FOUND_RC

@@ -18,6 +18,7 @@ local`` and ``--guest vm`` (``--gpus`` narrows them). Ids name the model when sy
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,9 +91,11 @@ def _gpu_gate(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
-def probes(guest: Any) -> ProbeRunner:
-    """Runs probes in the guest; each (probe, arguments) once per session."""
-    return ProbeRunner(guest)
+def probes(guest: Any) -> Iterator[ProbeRunner]:
+    """Runs probes in the guest; each (probe, arguments) once per session. Its probe worker
+    is stopped at the end of the session (Ctrl-C included), before the guest goes."""
+    with ProbeRunner(guest) as runner:
+        yield runner
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Where in-guest tests run: the test VM, an existing machine over SSH, or this machine.
 
 A :class:`Guest` is a :class:`~dbc_accept.target.Target` (read files, run commands) that can
-also receive files; in-guest tests ship probe scripts to it and assert on their JSON.
+also receive files, stream a command's output and hold a process open (its stdin and stdout
+as pipes); in-guest tests ship probe scripts to it and assert on their JSON.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
-from dbc_accept.target import LocalTarget, Target
+from dbc_accept.guest.process import GuestProcess, open_local, stream_local
+from dbc_accept.target import CommandResult, LocalTarget, Target
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,15 @@ class Guest(Target, Protocol):
         """Copy a local file into the guest."""
         ...
 
+    def stream(self, argv: Sequence[str], timeout: float,
+               on_line: Callable[[str], None]) -> CommandResult:
+        """As ``run``, also calling ``on_line`` with each stdout line as it arrives."""
+        ...
+
+    def open_process(self, argv: Sequence[str]) -> GuestProcess:
+        """Start ``argv`` with its stdin and stdout as pipes (OSError if it cannot start)."""
+        ...
+
 
 def guest_workdir(guest: object) -> str:
     """The guest's private work folder; a guest without one cannot receive probes."""
@@ -60,6 +72,13 @@ class LocalGuest(LocalTarget):
 
     def __post_init__(self) -> None:
         os.makedirs(self.workdir, mode=0o700, exist_ok=True)
+
+    def stream(self, argv: Sequence[str], timeout: float,
+               on_line: Callable[[str], None]) -> CommandResult:
+        return stream_local(argv, timeout, on_line)
+
+    def open_process(self, argv: Sequence[str]) -> GuestProcess:
+        return open_local(argv)
 
     def put(self, local_path: str, remote_path: str) -> None:
         if os.path.abspath(local_path) != os.path.abspath(remote_path):

@@ -29,6 +29,8 @@ from dbc_accept.target import TIMEOUT_RC, CommandResult
 if TYPE_CHECKING:
     import paramiko
 
+    from dbc_accept.guest.process import GuestProcess
+
 KEEPALIVE_S = 5
 # A dead peer (a destroyed VM sends no RST) is noticed when sent data stays unacknowledged
 # this long; keepalives make sure something is always being sent.
@@ -234,6 +236,12 @@ class SshGuest:
         """As ``run``, also calling ``on_line`` with each line of stdout as it arrives (a
         long probe's progress); the result still holds all of stdout."""
         return self._exec(argv, timeout, on_line)
+
+    def open_process(self, argv: Sequence[str]) -> GuestProcess:
+        """Start argv with its stdin and stdout as pipes (the probe worker)."""
+        from dbc_accept.guest.sshprocess import SshProcess
+
+        return SshProcess.start(self, argv)
 
     def _exec(self, argv: Sequence[str], timeout: float,
               on_line: Callable[[str], None] | None) -> CommandResult:

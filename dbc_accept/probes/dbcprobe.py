@@ -33,15 +33,20 @@ def emit(doc):
 
 def main(collect, parser=None):
     """Run ``collect(args)`` and print its result, or ``{"error": why}``; exit 0 either way."""
-    args = parser.parse_args() if parser is not None else None
+    emit(answer(collect, parser))
+
+
+def answer(collect, parser=None, argv=None):
+    """``collect(args)``'s document, or ``{"error": why}``: what :func:`main` prints.
+    ``argv`` defaults to the command line (the probe worker passes each request's)."""
+    args = parser.parse_args(argv) if parser is not None else None
     try:
-        doc = collect(args)
+        return collect(args)
     except Unavailable as exc:
-        doc = {"error": str(exc)}
+        return {"error": str(exc)}
     except Exception as exc:  # a probe must always answer with JSON, never a traceback
-        doc = {"error": "%s: %s" % (type(exc).__name__, exc),
-               "traceback": traceback.format_exc()[-2000:]}
-    emit(doc)
+        return {"error": "%s: %s" % (type(exc).__name__, exc),
+                "traceback": traceback.format_exc()[-2000:]}
 
 
 def import_torch(need_cuda=True):
