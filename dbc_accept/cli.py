@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 def _targets(args: argparse.Namespace) -> list[Target]:
     if not args.hosts and not args.ansible_inventory:
         return [LocalTarget()]
+    from dbc_accept.facts import NodeOptions
     from dbc_accept.nodecache import NodeReadTarget
     from dbc_accept.plugin import _host_name, hosts_error
     from dbc_accept.target import TestinfraTarget
@@ -113,7 +114,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
     for host in hosts:
         # read in a few batched commands, as the checks read a remote node
         found.setdefault(_host_name(host), NodeReadTarget(TestinfraTarget(host, _host_name(host)),
-                                                          {"dbc_dir": args.dbc_dir}))
+                                                          NodeOptions(dbc_dir=args.dbc_dir)))
     return list(found.values())
 
 

@@ -15,7 +15,7 @@ def dbc_folder(node: HostFacts, *, dependent: bool = True) -> str:
     Without one, ``test_dbc_install_folder`` FAILS with the fix and the tests that only read
     files in the folder (``dependent``) skip saying so: one failure, not one per file.
     """
-    folder = install_folder(node.get(gather_dbc_processes), node.options.get("dbc_dir"))
+    folder = install_folder(node.get(gather_dbc_processes), node.options.dbc_dir)
     if folder is None:
         if dependent:
             pytest.skip(f"{node.name}: no dbc install folder to read "

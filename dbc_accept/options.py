@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from dbc_accept.bench.profiles import PROFILES
+
 DEFAULT_URI = "qemu+tcp://localhost:16509/system"
 DEFAULT_IMAGE = "/data/ubuntu.qcow2"
 
@@ -90,7 +92,7 @@ def add_options(parser: pytest.Parser) -> None:
                 help="length of the GEMM burn per GPU (default: 60)")
     # benchmarks
     g.addoption("--bench-profile", dest="dbc_bench_profile", metavar="NAME", default="default",
-                choices=("quick", "default", "full", "dbc-legacy"),
+                choices=PROFILES,
                 help="CNN benchmark profile (default: default)")
     g.addoption("--bench-min-ratio", dest="dbc_bench_min_ratio", metavar="RATIO", type=float,
                 default=0.85,

@@ -6,7 +6,6 @@ Sub-plugins (the test VM, the guest, the report) register themselves through
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator, Iterable
 from typing import Any, Callable, TypeVar
 
@@ -17,11 +16,13 @@ from dbc_accept.facts import HostFacts
 from dbc_accept.messages import t
 from dbc_accept.options import add_options
 from dbc_accept.secrecy import paramiko_host_key_warning, url_password_error
+from dbc_accept.settings import settings
 from dbc_accept.snapshot import REFUSED_EXIT, SnapshotError, SnapshotRefused, SnapshotTarget
 from dbc_accept.target import LocalTarget, Target
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
 
 pytest_plugins = [
+    "dbc_accept.guest.workers",  # in-guest tests refuse xdist's -n (one test VM per run)
     "dbc_accept.guest.fixtures",  # the `guest` fixture: vm, ssh:// or local
     "dbc_accept.prereqs",  # a check whose prerequisite is missing skips behind its owner
     "dbc_accept.report.plugin",  # pytest-html extras, the result folder
@@ -57,7 +58,7 @@ def each(items: ItemsFn, empty: str) -> Callable[[F], F]:
 
 
 def _targets(config: pytest.Config) -> list[Target]:
-    snapshot = config.getoption("dbc_snapshot")
+    snapshot = settings(config).snapshot
     if snapshot:
         try:
             return [SnapshotTarget(snapshot)]
@@ -120,7 +121,7 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
         "sudo": getattr(config.option, "sudo", False),
         "sudo_user": getattr(config.option, "sudo_user", None),
         "force_ansible": getattr(config.option, "force_ansible", False),
-        "timeout": int(max(1.0, getattr(config.option, "dbc_node_connect_timeout", 10.0))),
+        "timeout": int(max(1.0, settings(config).node_connect_timeout)),
     }
     try:
         hosts = list(testinfra.get_hosts(names, **kwargs))
@@ -135,54 +136,24 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
 def nodes(config: pytest.Config) -> list[HostFacts]:
     """The nodes of this run, made on first use (so runs without host tests pay nothing)."""
     if NODES_KEY not in config.stash:
-        opts = {k: v for k, v in vars(config.option).items() if k.startswith("dbc_")}
+        opts = settings(config).node_options()
         config.stash[NODES_KEY] = [HostFacts(t, opts) for t in _targets(config)]
     return config.stash[NODES_KEY]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    found = settings(config)  # a bad option value is a usage error here
     config.stash[FINDINGS_KEY] = []
-    _set_gpu_ids(config)
+    gpuids.set_gpu_ids(found.gpu_ids)
     config.pluginmanager.register(_FindingsCollector(config), "dbc-accept-findings")
-    snapshot = config.getoption("dbc_snapshot")
-    if snapshot:
-        if not os.path.isdir(snapshot):
-            what = ("is a file: give the snapshot's folder (the one holding snapshot.json)"
-                    if os.path.isfile(snapshot) else "no such folder")
-            raise pytest.UsageError(f"--snapshot {snapshot}: {what}")
+    if found.snapshot:
         nodes(config)  # a snapshot of the wrong format is a usage error, reported now
     elif getattr(config.option, "hosts", None) or getattr(config.option, "ansible_inventory", None):
         nodes(config)  # a bad --hosts is a usage error now, not a collection error later
-    _check_network_options(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     gpuids.reset()  # the next run in this process reads its own --gpu-ids
-
-
-def _set_gpu_ids(config: pytest.Config) -> None:
-    """--gpu-ids (else DBC_ACCEPT_GPU_IDS, else NVIDIA): which PCI ids count as GPUs."""
-    text = config.getoption("dbc_gpu_ids")
-    try:
-        gpuids.set_gpu_ids(gpuids.parse_gpu_ids(text) if text is not None else gpuids.gpu_ids())
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
-def _check_network_options(config: pytest.Config) -> None:
-    """--listen-broadcast and --dbc-client: a bad value is a usage error with the fix."""
-    seconds = config.getoption("dbc_listen_broadcast")
-    if seconds is not None and not 0 < seconds <= 3600:
-        raise pytest.UsageError(f"--listen-broadcast {seconds:g}: give the seconds to listen, "
-                                "more than 0 and at most 3600")
-    url = config.getoption("dbc_client")
-    if url:
-        from dbc_accept.facts.network_node import mining_nodes_url
-
-        try:
-            mining_nodes_url(url)
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

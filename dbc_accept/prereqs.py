@@ -82,7 +82,7 @@ def _dbc_dir(node: HostFacts) -> str | None:
         processes = node.get(gather_dbc_processes)
     except FactError as exc:
         return str(exc)
-    if install_folder(processes, node.options.get("dbc_dir")) is None:
+    if install_folder(processes, node.options.dbc_dir) is None:
         return "no running dbc compute node and no --dbc-dir"
     return None
 

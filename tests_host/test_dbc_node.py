@@ -93,7 +93,7 @@ def test_node_dat(node: HostFacts) -> None:
 @pytest.mark.requires("dbc_dir")
 def test_node_dat_backup(node: HostFacts) -> None:
     dat = _node_dat(node)
-    backup_path = node.options.get("dbc_node_dat_backup")
+    backup_path = node.options.node_dat_backup
     if not backup_path:
         warn("dbc.backup", observed="no backup of dat/node.dat was named (--node-dat-backup)",
              expected="a backup checked against the node's dat/node.dat")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.host
 
 
 def _images(node: HostFacts) -> list[tuple[str, str]]:
-    paths = dict.fromkeys([TEMPLATE, node.options.get("dbc_vm_image") or TEMPLATE])
+    paths = dict.fromkeys([TEMPLATE, node.options.vm_image or TEMPLATE])
     return [(path, path) for path in paths]
 
 
