@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from dbc_accept.facts import HostFacts
+from dbc_accept.facts.cpu import gather_cpu_count
 from dbc_accept.facts.gpu_guest import gather_inventory
 from dbc_accept.facts.storage import gather_memory, gather_size
 from dbc_accept.guest.probe import ProbeRunner
-from dbc_accept.guest.profiles import GIB, gather_cpu_count, gib, need
+from dbc_accept.guest.profiles import GIB, gib, need
 from dbc_accept.guest.slots import expected_gpu_count
 from dbc_accept.settings import settings
 from dbc_accept.verdict import check, observe
