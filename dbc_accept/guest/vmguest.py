@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dbc_accept.guest import PassedGpu
-from dbc_accept.guest.signals import signals_held, sigterm_as_interrupt
 from dbc_accept.guest.ssh import (
     Credentials,
     GuestAuthError,
@@ -31,6 +30,7 @@ from dbc_accept.remedies import remedy_for
 from dbc_accept.target import LocalTarget
 from dbc_accept.vm.errors import VmBootTimeout, VmError
 from dbc_accept.vm.libvirt_api import error_code, error_message
+from dbc_accept.vm.signals import signals_held, sigterm_as_interrupt
 from dbc_accept.vm.spec import VmSpec, domain_name, new_run_id, volume_name
 
 SSH_PORT = 22

@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +26,7 @@ from dbc_accept.vm.errors import StorageError, VmBootTimeout, VmError, VmRefused
 from dbc_accept.vm.libvirt_api import error_code, error_message, load_libvirt, undefine
 from dbc_accept.vm.link import RECONNECT_S, LibvirtLink
 from dbc_accept.vm.safety import gpus_returned, preflight, recheck_gpus
+from dbc_accept.vm.signals import signals_held
 from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
 from dbc_accept.vm.storage import (
     Overlay,
@@ -44,24 +43,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]")
 
 def _null_log(_msg: str) -> None:
     pass
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while cleaning up, then deliver them (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list[int] = []
-    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in (signal.SIGINT,
-                                                                       signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        for num in dict.fromkeys(got):
-            signal.raise_signal(num)
 
 
 class TestVm(LibvirtLink):
@@ -269,7 +250,7 @@ class TestVm(LibvirtLink):
             return []
         self._in_teardown = True
         try:
-            with _signals_deferred():
+            with signals_held(deliver=True):
                 problems = self._teardown(graceful_timeout)
         finally:
             self._in_teardown = False
