@@ -20,7 +20,7 @@ from dbc_accept.facts.network_node import (
     parse_host_port,
     port_clashes,
 )
-from dbc_accept.hostchecks import dbc_folder
+from dbc_accept.prereqs import dbc_folder
 from dbc_accept.verdict import FactError, check, fail, observe, warn
 
 pytestmark = pytest.mark.host

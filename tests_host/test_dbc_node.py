@@ -17,8 +17,8 @@ from dbc_accept.facts.dbcnode import (
     other_ports,
 )
 from dbc_accept.facts.listeners import gather_listeners, on_port
-from dbc_accept.hostchecks import dbc_folder
 from dbc_accept.plugin import each
+from dbc_accept.prereqs import dbc_folder
 from dbc_accept.verdict import FactError, check, fail, observe, warn
 
 pytestmark = pytest.mark.host
