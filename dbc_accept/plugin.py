@@ -46,8 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def each(items: ItemsFn, empty: str) -> Callable[[F], F]:
     """Parametrize a host test per item of a node: ``items(facts) -> [(id, value), ...]``.
 
-    The test takes the fixtures ``node`` (HostFacts) and ``item`` (the value). ``empty`` is
-    the skip reason shown when a node has no such item.
+    The test takes the parameters ``node`` (HostFacts) and ``entry`` (the value; not ``item``,
+    which reads as a pytest item). ``empty`` is the skip reason shown when a node has none.
     """
 
     def mark(fn: F) -> F:
@@ -180,7 +180,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                        marks=pytest.mark.skip(reason=f"{node.name}: {empty}")))
         params.extend(pytest.param(node, value, id=f"{node.name}-{ident}")
                       for ident, value in found)
-    metafunc.parametrize("node,item", params)
+    metafunc.parametrize("node,entry", params)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -193,8 +193,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     item.stash[RECORD_KEY] = record
     token = begin_item(record)
     try:
-        if isinstance(params.get("item"), FactError):
-            raise params["item"]
+        if isinstance(params.get("entry"), FactError):
+            raise params["entry"]
         return (yield)
     finally:
         end_item(token)
