@@ -11,18 +11,12 @@ from dbc_accept.bench import reference
 from dbc_accept.bench.profiles import RunSpec, profile
 from dbc_accept.bench.session import CnnBench
 from dbc_accept.report import attach
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    ratio = config.getoption("dbc_bench_min_ratio")
-    if not 0 < ratio <= 2:
-        raise pytest.UsageError(f"--bench-min-ratio {ratio}: give a share of the reference "
-                                "figure, such as 0.85")
+from dbc_accept.settings import settings
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bench_run" in metafunc.fixturenames:
-        runs = profile(metafunc.config.getoption("dbc_bench_profile")).runs
+        runs = profile(settings(metafunc.config).bench_profile).runs
         metafunc.parametrize("bench_run", runs, ids=[r.id for r in runs])
 
 
@@ -47,16 +41,12 @@ def _writer(config: pytest.Config) -> Callable[[str], None]:
 def cnn_bench(request: pytest.FixtureRequest, guest: Any) -> CnnBench:
     """Every selected run of the profile, measured in one probe process."""
     config = request.config
-    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
-    if workers > 1:
-        pytest.fail(f"the CNN benchmark cannot share the GPUs between {workers} xdist workers:"
-                    " run it on its own, without -n (or with -n 0)", pytrace=False)
-    ratio = config.getoption("dbc_bench_min_ratio")
+    ratio = settings(config).bench_min_ratio
     ids = {item.callspec.params["bench_run"].id for item in request.session.items
            if hasattr(item, "callspec") and isinstance(
                item.callspec.params.get("bench_run"), RunSpec)}
     bench = CnnBench(str(getattr(guest, "name", "guest")), reference.load(), ratio)
-    bench.start(guest, profile(config.getoption("dbc_bench_profile")), ids, _writer(config))
+    bench.start(guest, profile(settings(config).bench_profile), ids, _writer(config))
     smi = guest.run(["nvidia-smi", "-q"], timeout=60)
     if smi.ok:  # clocks, power and throttle reasons right after the load, for the report
         attach(config, "nvidia-smi -q (guest, after the CNN benchmark)", smi.stdout)

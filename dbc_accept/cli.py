@@ -82,6 +82,7 @@ def node_targets(args: argparse.Namespace) -> list[Target]:
     """The machines ``args`` names: ``--hosts`` / ``--ansible-inventory``, else this one."""
     if not args.hosts and not args.ansible_inventory:
         return [LocalTarget()]
+    from dbc_accept.facts import NodeOptions
     from dbc_accept.hosts import HostsError, testinfra_hosts
     from dbc_accept.nodecache import NodeReadTarget
     from dbc_accept.target import TestinfraTarget
@@ -97,7 +98,7 @@ def node_targets(args: argparse.Namespace) -> list[Target]:
     except HostsError as exc:
         raise UsageError(str(exc)) from None
     # read in a few batched commands, as the checks read a remote node
-    return [NodeReadTarget(TestinfraTarget(host, name), {"dbc_dir": args.dbc_dir})
+    return [NodeReadTarget(TestinfraTarget(host, name), NodeOptions(dbc_dir=args.dbc_dir))
             for name, host in hosts]
 
 

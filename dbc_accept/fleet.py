@@ -26,6 +26,7 @@ from dbc_accept.nodecache import NodeReadTarget
 from dbc_accept.remedies import remedy_for
 from dbc_accept.report.fleet_table import fleet_rows
 from dbc_accept.report.results import TestResult
+from dbc_accept.settings import settings
 from dbc_accept.target import Target, TestinfraTarget
 from dbc_accept.verdict import FactError, Finding
 
@@ -52,21 +53,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def remote_target(config: pytest.Config, host: Any, name: str) -> Target:
     """The target of one remote node, as the options ask."""
-    inner = TestinfraTarget(host, name, timeout=config.getoption("dbc_node_timeout", None),
-                            connect_timeout=config.getoption("dbc_node_connect_timeout", None))
-    if config.getoption("dbc_node_read", "batch") == "each":
+    found = settings(config)
+    inner = TestinfraTarget(host, name, timeout=found.node_timeout,
+                            connect_timeout=found.node_connect_timeout)
+    if found.node_read == "each":
         return inner
-    opts = {k: v for k, v in vars(config.option).items() if k.startswith("dbc_")}
-    return NodeReadTarget(inner, opts)
-
-
-def check_options(config: pytest.Config) -> None:
-    for dest, flag in (("dbc_node_connect_timeout", "--node-connect-timeout"),
-                       ("dbc_node_timeout", "--node-timeout")):
-        value = config.getoption(dest)
-        if not 0 < value <= 3600:
-            raise pytest.UsageError(f"{flag} {value:g}: give seconds, more than 0 and at most "
-                                    "3600")
+    return NodeReadTarget(inner, found.node_options())
 
 
 def batched(targets: list[Target]) -> list[NodeReadTarget]:
@@ -112,10 +104,9 @@ def _remote_run(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    check_options(config)
     config.stash[TRIPS_STASH] = {}
     config.stash[LOST_STASH] = {}
-    if not _remote_run(config) or config.getoption("dbc_snapshot"):
+    if not _remote_run(config) or settings(config).snapshot:
         return
     targets = batched(_targets(config))
     workerinput = getattr(config, "workerinput", None)
@@ -176,7 +167,7 @@ def make_scheduler(config: pytest.Config, log: Any, names: list[str]) -> Any:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     counts: dict[str, int] = {}
-    if _remote_run(config) and not config.getoption("dbc_snapshot"):
+    if _remote_run(config) and not settings(config).snapshot:
         for target in _targets(config):
             count = round_trips(target)
             if count is not None:

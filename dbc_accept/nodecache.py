@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dbc_accept.facts import (
+    NodeOptions,
     cpu,
     dbcnode,
     images,
@@ -58,10 +59,10 @@ EACH = (
 READER_TIMEOUT = 90.0  # the slowest command of the set is the libvirt probe (60 s)
 
 
-def declared(options: dict[str, Any]) -> dict[str, Any]:
+def declared(options: NodeOptions) -> dict[str, Any]:
     """Everything the host checks read on a node with these options (the first round)."""
-    uri = options.get("dbc_libvirt_uri") or DEFAULT_URI
-    image_paths = sorted({images.TEMPLATE, options.get("dbc_vm_image") or images.TEMPLATE})
+    uri = options.libvirt_uri or DEFAULT_URI
+    image_paths = sorted({images.TEMPLATE, options.vm_image or images.TEMPLATE})
     cmds: list[tuple[Sequence[str], float]] = [
         (cpu.KVM_PROBE_ARGV, 30.0), (kernel.DMESG_ARGV, 30.0),
         (["systemctl", "is-active", libvirtd.SERVICE], 30.0),
@@ -80,11 +81,11 @@ def declared(options: dict[str, Any]) -> dict[str, Any]:
             "cmds": [[list(argv), timeout] for argv, timeout in cmds]}
 
 
-def dbc_folders(target: Target, options: dict[str, Any]) -> dict[str, Any]:
+def dbc_folders(target: Target, options: NodeOptions) -> dict[str, Any]:
     """The second round: the install folders of the dbc programs the first one found."""
     processes = dbcnode.gather_dbc_processes(target)
     folders = {p.folder for p in processes}
-    own = dbcnode.install_folder(processes, options.get("dbc_dir"))
+    own = dbcnode.install_folder(processes, options.dbc_dir)
     if own is not None:
         folders.add(own)
     files = [f"{f}/{name}" for f in sorted(folders) for name in ("conf/core.conf", "dat/node.dat")]
@@ -94,10 +95,10 @@ def dbc_folders(target: Target, options: dict[str, Any]) -> dict[str, Any]:
 class NodeReadTarget:
     """Serves a node's reads from the answers of a few batched commands (see the module)."""
 
-    def __init__(self, inner: Target, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, inner: Target, options: NodeOptions | None = None) -> None:
         self.inner = inner
         self.name: str = inner.name
-        self.options: dict[str, Any] = dict(options or {})
+        self.options = options or NodeOptions()
         self.files: dict[str, list[Any]] = {}
         self.links: dict[str, list[Any]] = {}
         self.lists: dict[str, list[Any]] = {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from dbc_accept.bench.profiles import PROFILES
+
 # Declared where they are used (facts/ imports no pytest); imported here under their old names.
 from dbc_accept.facts.images import TEMPLATE as DEFAULT_IMAGE
 from dbc_accept.facts.libvirtconn import DEFAULT_URI
@@ -93,7 +95,7 @@ def add_options(parser: pytest.Parser) -> None:
                 help="length of the GEMM burn per GPU (default: 60)")
     # benchmarks
     g.addoption("--bench-profile", dest="dbc_bench_profile", metavar="NAME", default="default",
-                choices=("quick", "default", "full", "dbc-legacy"),
+                choices=PROFILES,
                 help="CNN benchmark profile (default: default)")
     g.addoption("--bench-min-ratio", dest="dbc_bench_min_ratio", metavar="RATIO", type=float,
                 default=0.85,

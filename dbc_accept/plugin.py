@@ -6,7 +6,6 @@ Sub-plugins (the test VM, the guest, the report) register themselves through
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator, Iterable
 from typing import Any, Callable, TypeVar
 
@@ -17,11 +16,13 @@ from dbc_accept.facts import HostFacts
 from dbc_accept.hosts import HostsError, testinfra_hosts
 from dbc_accept.messages import t
 from dbc_accept.options import add_options
+from dbc_accept.settings import settings
 from dbc_accept.snapshot import REFUSED_EXIT, SnapshotError, SnapshotRefused, SnapshotTarget
 from dbc_accept.target import LocalTarget, Target
 from dbc_accept.verdict import CheckFailed, FactError, Finding, ItemRecord, begin_item, end_item
 
 pytest_plugins = [
+    "dbc_accept.guest.workers",  # in-guest tests refuse xdist's -n (one test VM per run)
     "dbc_accept.guest.fixtures",  # the `guest` fixture: vm, ssh:// or local
     "dbc_accept.prereqs",  # a check whose prerequisite is missing skips behind its owner
     "dbc_accept.report.plugin",  # pytest-html extras, the result folder
@@ -45,8 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def each(items: ItemsFn, empty: str) -> Callable[[F], F]:
     """Parametrize a host test per item of a node: ``items(facts) -> [(id, value), ...]``.
 
-    The test takes the fixtures ``node`` (HostFacts) and ``item`` (the value). ``empty`` is
-    the skip reason shown when a node has no such item.
+    The test takes the parameters ``node`` (HostFacts) and ``entry`` (the value; not ``item``,
+    which reads as a pytest item). ``empty`` is the skip reason shown when a node has none.
     """
 
     def mark(fn: F) -> F:
@@ -57,7 +58,7 @@ def each(items: ItemsFn, empty: str) -> Callable[[F], F]:
 
 
 def _targets(config: pytest.Config) -> list[Target]:
-    snapshot = config.getoption("dbc_snapshot")
+    snapshot = settings(config).snapshot
     if snapshot:
         try:
             return [SnapshotTarget(snapshot)]
@@ -96,54 +97,24 @@ def _testinfra_hosts(config: pytest.Config) -> list[tuple[str, Any]]:
 def nodes(config: pytest.Config) -> list[HostFacts]:
     """The nodes of this run, made on first use (so runs without host tests pay nothing)."""
     if NODES_KEY not in config.stash:
-        opts = {k: v for k, v in vars(config.option).items() if k.startswith("dbc_")}
+        opts = settings(config).node_options()
         config.stash[NODES_KEY] = [HostFacts(t, opts) for t in _targets(config)]
     return config.stash[NODES_KEY]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    found = settings(config)  # a bad option value is a usage error here
     config.stash[FINDINGS_KEY] = []
-    _set_gpu_ids(config)
+    gpuids.set_gpu_ids(found.gpu_ids)
     config.pluginmanager.register(_FindingsCollector(config), "dbc-accept-findings")
-    snapshot = config.getoption("dbc_snapshot")
-    if snapshot:
-        if not os.path.isdir(snapshot):
-            what = ("is a file: give the snapshot's folder (the one holding snapshot.json)"
-                    if os.path.isfile(snapshot) else "no such folder")
-            raise pytest.UsageError(f"--snapshot {snapshot}: {what}")
+    if found.snapshot:
         nodes(config)  # a snapshot of the wrong format is a usage error, reported now
     elif getattr(config.option, "hosts", None) or getattr(config.option, "ansible_inventory", None):
         nodes(config)  # a bad --hosts is a usage error now, not a collection error later
-    _check_network_options(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     gpuids.reset()  # the next run in this process reads its own --gpu-ids
-
-
-def _set_gpu_ids(config: pytest.Config) -> None:
-    """--gpu-ids (else DBC_ACCEPT_GPU_IDS, else NVIDIA): which PCI ids count as GPUs."""
-    text = config.getoption("dbc_gpu_ids")
-    try:
-        gpuids.set_gpu_ids(gpuids.parse_gpu_ids(text) if text is not None else gpuids.gpu_ids())
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
-def _check_network_options(config: pytest.Config) -> None:
-    """--listen-broadcast and --dbc-client: a bad value is a usage error with the fix."""
-    seconds = config.getoption("dbc_listen_broadcast")
-    if seconds is not None and not 0 < seconds <= 3600:
-        raise pytest.UsageError(f"--listen-broadcast {seconds:g}: give the seconds to listen, "
-                                "more than 0 and at most 3600")
-    url = config.getoption("dbc_client")
-    if url:
-        from dbc_accept.facts.network_node import mining_nodes_url
-
-        try:
-            mining_nodes_url(url)
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -170,7 +141,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                        marks=pytest.mark.skip(reason=f"{node.name}: {empty}")))
         params.extend(pytest.param(node, value, id=f"{node.name}-{ident}")
                       for ident, value in found)
-    metafunc.parametrize("node,item", params)
+    metafunc.parametrize("node,entry", params)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -183,8 +154,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     item.stash[RECORD_KEY] = record
     token = begin_item(record)
     try:
-        if isinstance(params.get("item"), FactError):
-            raise params["item"]
+        if isinstance(params.get("entry"), FactError):
+            raise params["entry"]
         return (yield)
     finally:
         end_item(token)

@@ -5,6 +5,8 @@ other test that needs it carries ``@pytest.mark.requires("name")`` and SKIPS, na
 owner, instead of failing again under its own id. Being reachable is every host test's
 prerequisite on a remote node, so it needs no mark. Prerequisites chain (``after``): a test
 that needs libvirtd reachable skips behind "libvirt installed" when that is what is missing.
+:func:`dbc_folder` gives the tests that read the dbc install folder that folder, by the same
+rule.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Callable, Optional
 import pytest
 
 from dbc_accept.facts import HostFacts
-from dbc_accept.verdict import FactError
+from dbc_accept.verdict import FactError, fail
 
 Probe = Callable[[HostFacts], Optional[str]]  # why it is missing, or None when it is there
 
@@ -82,9 +84,27 @@ def _dbc_dir(node: HostFacts) -> str | None:
         processes = node.get(gather_dbc_processes)
     except FactError as exc:
         return str(exc)
-    if install_folder(processes, node.options.get("dbc_dir")) is None:
+    if install_folder(processes, node.options.dbc_dir) is None:
         return "no running dbc compute node and no --dbc-dir"
     return None
+
+
+def dbc_folder(node: HostFacts, *, dependent: bool = True) -> str:
+    """The dbc install folder (from its process, or --dbc-dir).
+
+    Without one, ``test_dbc_install_folder`` FAILS with the fix and the tests that only read
+    files in the folder (``dependent``) skip saying so: one failure, not one per file.
+    """
+    from dbc_accept.facts.dbcnode import gather_dbc_processes, install_folder
+
+    folder = install_folder(node.get(gather_dbc_processes), node.options.dbc_dir)
+    if folder is None:
+        if dependent:
+            pytest.skip(f"{node.name}: no dbc install folder to read "
+                        "(test_dbc_install_folder fails with the fix)")
+        fail("dbc.install_dir", observed="no running dbc compute node to find the folder from",
+             expected="the dbc install folder (or --dbc-dir)")
+    return folder
 
 
 PREREQUISITES: dict[str, Prerequisite] = {p.name: p for p in (

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dbc_accept.messages import current, set_lang, t
+from dbc_accept.settings import settings
 from dbc_accept.story import FixGroup, Tally, group_findings, short_id
 from dbc_accept.verdict import Finding
 
@@ -99,7 +100,7 @@ def pytest_runtest_makereport(
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[LANG_BEFORE_KEY] = current()
-    set_lang(config.getoption("dbc_lang", None))
+    set_lang(settings(config).lang)
     tally = config.stash[TALLY_KEY] = Tally()
     config.pluginmanager.register(_Story(tally), "dbc-accept-story")
     tr = config.pluginmanager.getplugin("terminalreporter")

@@ -39,7 +39,7 @@ def ci_image() -> dict[str, str]:
 
 def bench_overlays(uri: str, repeat: int) -> dict[str, Any]:
     """Median seconds to create and to delete an overlay on sparse 1 GB and 20 GB templates."""
-    from dbc_accept.vm.lvutil import connect
+    from dbc_accept.vm.libvirt_api import connect
     from dbc_accept.vm.spec import new_run_id
     from dbc_accept.vm.storage import create_overlay, delete_overlay
 

@@ -41,12 +41,12 @@ def test_unreadable(node):
     node.get(gather_broken)
 
 @each(functions, empty="no PCI function")
-def test_per_item(node, item):
-    check(item != "0000:02:00.0", "gpu.vfio_bound", observed=item, expected="vfio-pci")
+def test_per_item(node, entry):
+    check(entry != "0000:02:00.0", "gpu.vfio_bound", observed=entry, expected="vfio-pci")
 
 @each(no_items, empty="no NVIDIA GPU found")
-def test_none(node, item):
-    check(False, "gpu.present", observed=item, expected="never called")
+def test_none(node, entry):
+    check(False, "gpu.present", observed=entry, expected="never called")
 '''
 
 

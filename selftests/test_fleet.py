@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dbc_accept.facts import NodeOptions
 from dbc_accept.facts.registry import all_gatherers
 from dbc_accept.fleet import node_of
 from dbc_accept.nodecache import NodeReadTarget, declared
@@ -61,7 +62,7 @@ def test_every_gatherer_reads_the_same_from_the_batch_without_asking_again() -> 
     # reads, so a difference must persist over three fresh pairs of reads to count.
     differ: set[str] = {g.__name__ for g in all_gatherers()}
     for _attempt in range(3):
-        batch = NodeReadTarget(LocalTarget(), {})
+        batch = NodeReadTarget(LocalTarget(), NodeOptions())
         batch.prefetch()
         assert batch.error is None
         local = LocalTarget()
@@ -78,7 +79,7 @@ def test_batch_keeps_how_each_read_failed(tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
     os.symlink("nowhere", tmp_path / "dangling")
     paths = [str(tmp_path / n) for n in ("file", "folder", "missing", "file/below", "dangling")]
-    batch = NodeReadTarget(LocalTarget(), {})
+    batch = NodeReadTarget(LocalTarget(), NodeOptions())
     batch._ask({"files": paths, "links": paths, "lists": paths})
     batch.fetched = True
     local = LocalTarget()
@@ -96,7 +97,7 @@ def _gathered_op(target: Target, op: str, path: str) -> object:
 
 
 def test_declared_set_follows_the_options() -> None:
-    request = declared({"dbc_libvirt_uri": "qemu:///system", "dbc_vm_image": "/srv/t.qcow2"})
+    request = declared(NodeOptions(libvirt_uri="qemu:///system", vm_image="/srv/t.qcow2"))
     argvs = [" ".join(argv) for argv, _ in request["cmds"]]
     assert any(a.endswith(" qemu:///system") and a.startswith("python3 -c") for a in argvs)
     assert any(a.endswith("-- /srv/t.qcow2") for a in argvs)

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from dbc_accept.guest import fixtures, vmguest
-from dbc_accept.guest.signals import signals_held, sigterm_as_interrupt
 from dbc_accept.guest.ssh import Credentials
 from dbc_accept.guest.vmguest import VmRecord, vm_guest
 from dbc_accept.vm.leases import interface_macs, release_packet
 from dbc_accept.vm.lifecycle import VmBootTimeout
+from dbc_accept.vm.signals import signals_held, sigterm_as_interrupt
 from dbc_accept.vm.spec import VmSpec
 
 USES_GUEST = """
@@ -107,6 +107,16 @@ def test_signals_are_held_during_teardown() -> None:
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
     assert got == ["SIGINT", "SIGTERM"]
+
+
+def test_held_signals_can_be_delivered_after_once_each() -> None:
+    got: list[str] = []
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), signals_held(got, deliver=True):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert got == ["SIGINT", "SIGINT"]  # held: the block runs on
+    assert signal.getsignal(signal.SIGINT) == before
 
 
 def test_release_packet_is_a_dhcprelease() -> None:

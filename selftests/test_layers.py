@@ -30,7 +30,6 @@ PLUGIN_LAYER = {
     "dbc_accept.prereqs": "sub-plugin: the requires marker and its skips",
     "dbc_accept.rootdir": "sub-plugin: the suite's configuration when an option hid it",
     "dbc_accept.terminal": "sub-plugin: the terminal summary",
-    "dbc_accept.hostchecks": "helpers of host tests that skip",
     "dbc_accept.guest.fixtures": "sub-plugin: the guest fixture",
     "dbc_accept.guest.slots": "reads the run's config and stash",
     "dbc_accept.guest.workers": "the guest under pytest-xdist workers",

@@ -14,6 +14,7 @@ from dbc_accept.facts.cpu import (
     KVM_PROBE_ARGV,
     gather_ignore_msrs,
     gather_kvm,
+    parse_cpu_count,
     parse_cpuinfo,
     parse_kvm_probe,
 )
@@ -112,6 +113,19 @@ def test_cpuinfo_amd_epyc() -> None:
 def test_cpuinfo_of_this_machine() -> None:
     cpu = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     assert cpu.processors == os.cpu_count()
+
+
+def test_cpu_count_logical_and_physical() -> None:
+    xeon = parse_cpu_count(text("cpuinfo-intel-xeon-gold-6248r.txt"))
+    assert (xeon.logical, xeon.physical) == (3, 3)
+    smt = "processor : 0\nphysical id : 0\ncore id : 0\n\nprocessor : 1\nphysical id : 0\n" \
+          "core id : 0\n"
+    assert (parse_cpu_count(smt).logical, parse_cpu_count(smt).physical) == (2, 1)
+    # no topology lines (some hypervisors, non-x86): each processor counts as a core
+    arm = "processor : 0\nBogoMIPS : 50.00\n\nprocessor : 1\nBogoMIPS : 50.00\n"
+    assert (parse_cpu_count(arm).logical, parse_cpu_count(arm).physical) == (2, 2)
+    with pytest.raises(ValueError, match="no 'processor' entry"):
+        parse_cpu_count("model name Intel\n")
 
 
 @pytest.mark.parametrize("bad", ["", "\n\n", "processor : 0\nBogoMIPS : 50.00\n",

@@ -134,6 +134,7 @@ def test_paramiko_hosts_are_warned_about_host_keys(pytester: pytest.Pytester) ->
 
 
 def test_node_dat_read_in_a_batch_is_registered_at_once(tmp_path: Path) -> None:
+    from dbc_accept.facts import NodeOptions
     from dbc_accept.nodecache import NodeReadTarget
     from dbc_accept.secrecy import known_secrets
     from dbc_accept.target import LocalTarget
@@ -142,7 +143,7 @@ def test_node_dat_read_in_a_batch_is_registered_at_once(tmp_path: Path) -> None:
     folder = tmp_path / "dbc_repo"
     (folder / "dat").mkdir(parents=True)
     (folder / "dat" / "node.dat").write_text(f"node_id=2gfpp3MAB4Aa\n{bare}\n")
-    batch = NodeReadTarget(LocalTarget(), {"dbc_dir": str(folder)})
+    batch = NodeReadTarget(LocalTarget(), NodeOptions(dbc_dir=str(folder)))
     batch.prefetch()  # the file came in the node's answer, not through read_text
     assert bare in known_secrets()
     assert bare in batch.export()["files"][f"{folder}/dat/node.dat"][1]  # as the node gave it

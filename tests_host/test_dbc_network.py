@@ -20,7 +20,7 @@ from dbc_accept.facts.network_node import (
     parse_host_port,
     port_clashes,
 )
-from dbc_accept.hostchecks import dbc_folder
+from dbc_accept.prereqs import dbc_folder
 from dbc_accept.verdict import FactError, check, fail, observe, warn
 
 pytestmark = pytest.mark.host
@@ -52,7 +52,7 @@ def test_monitor_server(node: HostFacts, key: str) -> None:
 
 @pytest.mark.requires("dbc_dir")
 def test_ports_distinct_across_dbc_nodes(node: HostFacts) -> None:
-    confs = node.get(gather_node_confs, node.options.get("dbc_dir"))
+    confs = node.get(gather_node_confs, node.options.dbc_dir)
     if not confs:
         fail("dbc.install_dir", observed="no dbc program runs and no --dbc-dir was given",
              expected="the dbc install folder (or --dbc-dir)")
@@ -67,12 +67,11 @@ def test_ports_distinct_across_dbc_nodes(node: HostFacts) -> None:
           expected="every port of every dbc node's conf/core.conf distinct")
 
 
-def _network_prerequisite(node: HostFacts, option: str, dest: str, what: str) -> object:
+def _network_prerequisite(node: HostFacts, option: str, value: object, what: str) -> object:
     """The option's value; skips (with the reason) without it or on a snapshot."""
-    value = node.options.get(dest)
     if value is None:
         pytest.skip(f"{option} not given (it {what})")
-    if node.options.get("dbc_snapshot"):
+    if node.options.snapshot:
         pytest.skip(f"a snapshot is replayed: {option} needs the live network of the node")
     return value
 
@@ -87,7 +86,7 @@ def _node_id(node: HostFacts) -> str:
 @pytest.mark.network
 def test_status_broadcast(node: HostFacts) -> None:
     seconds = float(str(_network_prerequisite(
-        node, "--listen-broadcast SECONDS", "dbc_listen_broadcast",
+        node, "--listen-broadcast SECONDS", node.options.listen_broadcast,
         f"listens for the node's status broadcast on UDP {BROADCAST_PORT}")))
     node_id = _node_id(node)
     heard = listen_broadcast(node_id, seconds)
@@ -109,7 +108,7 @@ def test_status_broadcast(node: HostFacts) -> None:
 
 @pytest.mark.network
 def test_client_node_knows_this_node(node: HostFacts) -> None:
-    url = str(_network_prerequisite(node, "--dbc-client URL", "dbc_client",
+    url = str(_network_prerequisite(node, "--dbc-client URL", node.options.dbc_client,
                                     "asks a client node whether it knows this node"))
     node_id = _node_id(node)
     answer = ask_client(url, node_id)  # the plugin refused a malformed URL at start

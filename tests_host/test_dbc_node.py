@@ -17,8 +17,8 @@ from dbc_accept.facts.dbcnode import (
     other_ports,
 )
 from dbc_accept.facts.listeners import gather_listeners, on_port
-from dbc_accept.hostchecks import dbc_folder
 from dbc_accept.plugin import each
+from dbc_accept.prereqs import dbc_folder
 from dbc_accept.verdict import FactError, check, fail, observe, warn
 
 pytestmark = pytest.mark.host
@@ -69,19 +69,19 @@ def test_dbc_core_conf(node: HostFacts) -> None:
 
 @pytest.mark.requires("dbc_dir")
 @each(lambda node: [(k, k) for k in PORT_KEYS], empty="no ports")
-def test_dbc_port(node: HostFacts, item: str) -> None:
+def test_dbc_port(node: HostFacts, entry: str) -> None:
     folder = dbc_folder(node)
     conf = _conf(node, folder)
-    port = conf.port(item)
-    check(port in PORT_RANGE, "dbc.ports", observed=f"{item}={port}",
-          expected=f"{item} in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
-    taken = {f"this node's {k}": conf.port(k) for k in PORT_KEYS if k != item}
+    port = conf.port(entry)
+    check(port in PORT_RANGE, "dbc.ports", observed=f"{entry}={port}",
+          expected=f"{entry} in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
+    taken = {f"this node's {k}": conf.port(k) for k in PORT_KEYS if k != entry}
     taken.update(other_ports(node.target, node.get(gather_dbc_processes), folder))
     clash = [what for what, other in taken.items() if other == port]
-    check(not clash, "dbc.ports", observed=f"{item}={port} is also {', '.join(clash)}",
+    check(not clash, "dbc.ports", observed=f"{entry}={port} is also {', '.join(clash)}",
           expected="a port of its own")
     check(bool(on_port(node.get(gather_listeners), port)), "dbc.ports",
-          observed=f"nothing listens on TCP {port} ({item})",
+          observed=f"nothing listens on TCP {port} ({entry})",
           expected=f"the dbc program listening on {port}")
 
 
@@ -93,7 +93,7 @@ def test_node_dat(node: HostFacts) -> None:
 @pytest.mark.requires("dbc_dir")
 def test_node_dat_backup(node: HostFacts) -> None:
     dat = _node_dat(node)
-    backup_path = node.options.get("dbc_node_dat_backup")
+    backup_path = node.options.node_dat_backup
     if not backup_path:
         warn("dbc.backup", observed="no backup of dat/node.dat was named (--node-dat-backup)",
              expected="a backup checked against the node's dat/node.dat")

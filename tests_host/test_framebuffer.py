@@ -19,12 +19,12 @@ def _gpus(node: HostFacts) -> list[tuple[str, PciFunction]]:
 
 
 @each(_gpus, empty="no NVIDIA GPU on this node")
-def test_no_framebuffer_on_gpu(node: HostFacts, item: PciFunction) -> None:
+def test_no_framebuffer_on_gpu(node: HostFacts, entry: PciFunction) -> None:
     iomem = node.get(gather_iomem)
     held = [f"{bar} held by {fb.name} ({fb.start:x}-{fb.end:x})"
-            for bar in item.bars if bar.is_memory
+            for bar in entry.bars if bar.is_memory
             for fb in iomem.framebuffers_over(bar.start, bar.end)]
-    check(not held, "fb.iomem", observed=f"{item.bdf}: " + "; ".join(held) + " in /proc/iomem",
+    check(not held, "fb.iomem", observed=f"{entry.bdf}: " + "; ".join(held) + " in /proc/iomem",
           expected="no vesafb/efifb/simplefb/BOOTFB range over a GPU BAR")
 
 

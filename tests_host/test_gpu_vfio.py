@@ -44,26 +44,26 @@ def test_nvidia_gpu_present(node: HostFacts) -> None:
 
 
 @each(_nvidia_functions, empty="no NVIDIA PCI function on this node")
-def test_function_on_vfio(node: HostFacts, item: PciFunction) -> None:
-    check(item.driver == VFIO_DRIVER, "gpu.vfio_bound",
-          observed=f"{item.describe()}",
-          expected=f"{item.bdf} bound to {VFIO_DRIVER} (its id {item.pci_id} in vfio-pci.ids=)")
+def test_function_on_vfio(node: HostFacts, entry: PciFunction) -> None:
+    check(entry.driver == VFIO_DRIVER, "gpu.vfio_bound",
+          observed=f"{entry.describe()}",
+          expected=f"{entry.bdf} bound to {VFIO_DRIVER} (its id {entry.pci_id} in vfio-pci.ids=)")
 
 
 @each(_nvidia_functions, empty="no NVIDIA PCI function on this node")
-def test_vfio_binding_persisted(node: HostFacts, item: PciFunction) -> None:
+def test_vfio_binding_persisted(node: HostFacts, entry: PciFunction) -> None:
     ids = persisted_vfio_ids(node.get(gather_cmdline), node.get(gather_modprobe_config),
                              node.get(gather_grub_cmdline))
-    check(item.pci_id in ids, "gpu.vfio_persistent",
-          observed=f"{item.pci_id} ({item.bdf}) is in no vfio-pci.ids= (/proc/cmdline, "
+    check(entry.pci_id in ids, "gpu.vfio_persistent",
+          observed=f"{entry.pci_id} ({entry.bdf}) is in no vfio-pci.ids= (/proc/cmdline, "
                    f"/etc/default/grub) and no `options vfio-pci ids=` (/etc/modprobe.d) "
                    f"(persisted ids: {', '.join(sorted(ids)) or 'none'})",
-          expected=f"vfio-pci claims {item.pci_id} at every boot", level="warn")
+          expected=f"vfio-pci claims {entry.pci_id} at every boot", level="warn")
 
 
 @each(_gpu_groups, empty="no IOMMU group holds an NVIDIA function")
-def test_iommu_group_isolated(node: HostFacts, item: list[PciFunction]) -> None:
-    members = item
+def test_iommu_group_isolated(node: HostFacts, entry: list[PciFunction]) -> None:
+    members = entry
     strays = [f for f in members if f.driver != VFIO_DRIVER and not f.is_bridge]
     observe(members=[f.describe() for f in members])
     check(not strays, "gpu.iommu_group",

@@ -12,32 +12,32 @@ pytestmark = pytest.mark.host
 
 
 def _images(node: HostFacts) -> list[tuple[str, str]]:
-    paths = dict.fromkeys([TEMPLATE, node.options.get("dbc_vm_image") or TEMPLATE])
+    paths = dict.fromkeys([TEMPLATE, node.options.vm_image or TEMPLATE])
     return [(path, path) for path in paths]
 
 
 @each(_images, empty="no images")
-def test_image_present(node: HostFacts, item: str) -> None:
-    image = node.get(gather_image, item)
-    check(image.present, "images.template", observed=f"{item} does not exist",
-          expected=f"{item} present")
-    check(not image.error, "images.template", observed=f"cannot read {item}: {image.error}",
-          expected=f"{item} readable")
+def test_image_present(node: HostFacts, entry: str) -> None:
+    image = node.get(gather_image, entry)
+    check(image.present, "images.template", observed=f"{entry} does not exist",
+          expected=f"{entry} present")
+    check(not image.error, "images.template", observed=f"cannot read {entry}: {image.error}",
+          expected=f"{entry} readable")
 
 
 @each(_images, empty="no images")
-def test_image_is_qcow2(node: HostFacts, item: str) -> None:
-    image = node.get(gather_image, item)
+def test_image_is_qcow2(node: HostFacts, entry: str) -> None:
+    image = node.get(gather_image, entry)
     check(image.present and not image.error, "images.template",
-          observed=f"{item} missing or unreadable", expected=f"{item} present and readable")
-    check(image.header is not None, "images.qcow2", observed=f"{item}: {image.invalid}",
+          observed=f"{entry} missing or unreadable", expected=f"{entry} present and readable")
+    check(image.header is not None, "images.qcow2", observed=f"{entry}: {image.invalid}",
           expected="a qcow2 image (version 2 or 3)")
     header = image.header
     assert header is not None
     observe(qcow2_version=header.version, virtual_size=header.virtual_size,
             backing_file=header.backing_file)
-    check(header.virtual_size > 0, "images.qcow2", observed=f"{item}: virtual size 0",
+    check(header.virtual_size > 0, "images.qcow2", observed=f"{entry}: virtual size 0",
           expected="a virtual size above 0")
     check("corrupt" not in header.incompatible, "images.qcow2",
-          observed=f"{item}: qcow2 header marks the image corrupt",
+          observed=f"{entry}: qcow2 header marks the image corrupt",
           expected="a consistent image (`qemu-img check`)")

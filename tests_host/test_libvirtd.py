@@ -40,8 +40,8 @@ def _conf(node: HostFacts) -> dict[str, ConfValue]:
 @pytest.mark.requires("libvirt")
 @each(lambda node: [(name, (name, value)) for name, value in WANTED.items()],
       empty="no settings")
-def test_libvirtd_conf(node: HostFacts, item: tuple[str, object]) -> None:
-    name, wanted = item
+def test_libvirtd_conf(node: HostFacts, entry: tuple[str, object]) -> None:
+    name, wanted = entry
     seen = _conf(node).get(name)
     shown = "unset (commented out)" if seen is None else f"{name} = {seen!r}"
     check(seen == wanted, "libvirtd.conf", observed=f"{CONF}: {shown}",
@@ -68,10 +68,10 @@ def _release(node: HostFacts, version_id: str) -> str:
 @pytest.mark.requires("libvirt")
 @pytest.mark.requires("systemd")
 @each(lambda node: [(name, name) for name in SOCKETS], empty="no sockets")
-def test_libvirtd_socket_masked(node: HostFacts, item: str) -> None:
-    link = node.get(gather_socket_masks)[item]
+def test_libvirtd_socket_masked(node: HostFacts, entry: str) -> None:
+    link = node.get(gather_socket_masks)[entry]
     check(link == "/dev/null", "libvirtd.sockets",
-          observed=f"/etc/systemd/system/{item} " + (f"-> {link}" if link else "is not a link"),
+          observed=f"/etc/systemd/system/{entry} " + (f"-> {link}" if link else "is not a link"),
           expected="masked (-> /dev/null)")
 
 

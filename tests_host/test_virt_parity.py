@@ -32,21 +32,21 @@ def test_tun(node: HostFacts) -> None:
 
 
 @each(lambda node: [(c, c) for c in CONTROLLERS], empty="no controllers")
-def test_cgroup_controller(node: HostFacts, item: str) -> None:
+def test_cgroup_controller(node: HostFacts, entry: str) -> None:
     cgroups = node.get(gather_cgroups)
-    check(cgroups.has(item), "virt.cgroups", level="warn",
-          observed=f"cgroup v{cgroups.version} controller {item!r} not enabled "
+    check(cgroups.has(entry), "virt.cgroups", level="warn",
+          observed=f"cgroup v{cgroups.version} controller {entry!r} not enabled "
           f"(enabled: {', '.join(sorted(cgroups.enabled)) or 'none'})",
-          expected=f"the {item} controller (libvirt limits VMs with it)")
+          expected=f"the {entry} controller (libvirt limits VMs with it)")
 
 
 @each(lambda node: [(name, name) for name in PACKAGES], empty="no packages")
-def test_package_installed(node: HostFacts, item: str) -> None:
+def test_package_installed(node: HostFacts, entry: str) -> None:
     packages = node.get(gather_packages)
-    found = [packages[n] for n in PACKAGES[item] if n in packages and packages[n].installed]
+    found = [packages[n] for n in PACKAGES[entry] if n in packages and packages[n].installed]
     check(bool(found), "virt.packages",
-          observed=f"{' or '.join(PACKAGES[item])} not installed (dpkg status)",
-          expected=f"{item} installed")
+          observed=f"{' or '.join(PACKAGES[entry])} not installed (dpkg status)",
+          expected=f"{entry} installed")
     observe(package=f"{found[0].name} {found[0].version}")
 
 

@@ -30,24 +30,12 @@ from dbc_accept.guest.probe import ProbeRunner
 from dbc_accept.guest.profiles import profile
 from dbc_accept.guest.slots import KERNEL_LOG_BEFORE_BURN, Slot, expected_gpu_count, gpu_slots
 from dbc_accept.messages import fill
+from dbc_accept.settings import settings
 from dbc_accept.verdict import FactError
 
 # Time limits of the probes (seconds); the stress and VRAM ones add their own length.
 PROBE_TIMEOUT = {"gpu_free": 60, "torch_info": 120, "nvml": 60, "matmul": 300, "train": 300,
                  "transfer": 300, "multi_gpu": 420}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    name = str(config.getoption("dbc_profile"))
-    try:
-        profile(name)
-    except KeyError as exc:
-        raise pytest.UsageError(f"--profile: {exc.args[0]}") from None
-    expect = config.getoption("dbc_expect_gpus")
-    if expect is not None and expect < 0:
-        raise pytest.UsageError(f"--expect-gpus {expect}: give 0 or more")
-    if float(config.getoption("dbc_stress_seconds")) <= 0:
-        raise pytest.UsageError("--stress-seconds: give a positive number of seconds")
 
 
 SLOTS_KEY: pytest.StashKey[list[Slot] | None] = pytest.StashKey()
@@ -75,7 +63,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def no_gpu_reason(config: pytest.Config) -> str:
     """Why a run has no GPU, in the words of where it runs (--guest)."""
-    if config.getoption("dbc_expect_gpus") == 0:
+    if settings(config).expect_gpus == 0:
         return "no GPU in this run (--expect-gpus 0)"
     return fill("no GPU in this run ({no_gpus}; --expect-gpus not given)", "en")
 
@@ -101,14 +89,13 @@ def probes(guest: Any) -> Iterator[ProbeRunner]:
 @pytest.fixture(scope="session")
 def guest_facts(guest: Any, request: pytest.FixtureRequest) -> HostFacts:
     """The guest's facts, each gatherer run once per session."""
-    opts = {k: v for k, v in vars(request.config.option).items() if k.startswith("dbc_")}
-    return HostFacts(guest, opts)
+    return HostFacts(guest, settings(request.config).node_options())
 
 
 @pytest.fixture(scope="session")
 def thresholds(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The --profile's entry of dbc_accept/data/profiles.json."""
-    return profile(str(request.config.getoption("dbc_profile")))
+    return profile(settings(request.config).profile)
 
 
 def _kernel_log(guest: Any) -> str | FactError:
@@ -123,7 +110,7 @@ def probe(probes: ProbeRunner, guest: Any,
           request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
     """``probe(name)``: the probe's JSON with this run's arguments (cached). The stress
     probe's first run reads the kernel log just before it (the Xid check's baseline)."""
-    stress = float(request.config.getoption("dbc_stress_seconds"))
+    stress = settings(request.config).stress_seconds
     args: dict[str, tuple[list[str], float]] = {
         "stress": (["--seconds", f"{stress:g}"], stress + 180),
         "vram": (["--seconds", "60"], 60 * 3 + 180),

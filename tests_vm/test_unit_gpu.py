@@ -29,6 +29,7 @@ from dbc_accept.guest.slots import (
     inventory_gpu,
 )
 from dbc_accept.messages import fill
+from dbc_accept.settings import settings
 from dbc_accept.verdict import check, observe, warn
 
 pytestmark = [pytest.mark.vm, pytest.mark.unit, pytest.mark.gpu]
@@ -48,7 +49,7 @@ def test_gpu_count(request: pytest.FixtureRequest, guest: Any, guest_facts: Host
     check(len(inventory) == want, "guest.gpu_count", observed=f"{len(inventory)} GPU(s)",
           expected=f"{want} GPU(s) (passed through or --expect-gpus)")
     passed = getattr(guest, "passed_gpus", None)
-    if passed and request.config.getoption("dbc_expect_gpus") is None:
+    if passed and settings(request.config).expect_gpus is None:
         seen, sent = Counter(g.device_id for g in inventory), Counter(p.pci_id for p in passed)
         check(seen == sent, "guest.gpu_model", observed=dict(seen), expected=dict(sent))
 

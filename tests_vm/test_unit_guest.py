@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 
 from dbc_accept.facts import HostFacts
+from dbc_accept.facts.cpu import gather_cpu_count
 from dbc_accept.facts.gpu_guest import gather_inventory
 from dbc_accept.facts.storage import gather_memory, gather_size
 from dbc_accept.guest.probe import ProbeRunner
-from dbc_accept.guest.profiles import GIB, gather_cpu_count, gib, need
+from dbc_accept.guest.profiles import GIB, gib, need
 from dbc_accept.guest.slots import expected_gpu_count
+from dbc_accept.settings import settings
 from dbc_accept.verdict import check, observe
 
 pytestmark = [pytest.mark.vm, pytest.mark.unit]
@@ -30,7 +32,7 @@ def test_cpu_cores(request: pytest.FixtureRequest, guest: Any, guest_facts: Host
                    thresholds: dict[str, Any]) -> None:
     want = _need(request, guest, guest_facts, thresholds)
     if want.cpus is None:
-        pytest.skip(f"profile {request.config.getoption('dbc_profile')} sets no CPU threshold")
+        pytest.skip(f"profile {settings(request.config).profile} sets no CPU threshold")
     cpus = guest_facts.get(gather_cpu_count)
     have = cpus.physical if want.cpu_kind == "physical" else cpus.logical
     observe(cpu_logical=cpus.logical, cpu_physical=cpus.physical)
@@ -42,7 +44,7 @@ def test_memory(request: pytest.FixtureRequest, guest: Any, guest_facts: HostFac
                 thresholds: dict[str, Any]) -> None:
     want = _need(request, guest, guest_facts, thresholds)
     if want.ram_gib is None:
-        pytest.skip(f"profile {request.config.getoption('dbc_profile')} sets no RAM threshold")
+        pytest.skip(f"profile {settings(request.config).profile} sets no RAM threshold")
     total = guest_facts.get(gather_memory)
     observe(ram_gib=gib(total))
     check(total >= want.ram_gib * GIB, "guest.memory", observed=f"{gib(total)} GiB",
@@ -53,7 +55,7 @@ def test_root_disk(request: pytest.FixtureRequest, guest: Any, guest_facts: Host
                    thresholds: dict[str, Any]) -> None:
     want = _need(request, guest, guest_facts, thresholds)
     if want.root_disk_gib is None:
-        pytest.skip(f"profile {request.config.getoption('dbc_profile')} sets no disk threshold")
+        pytest.skip(f"profile {settings(request.config).profile} sets no disk threshold")
     size = guest_facts.get(gather_size, "/")
     observe(root_disk_gib=gib(size))
     check(size >= want.root_disk_gib * GIB, "guest.disk", observed=f"/ is {gib(size)} GiB",

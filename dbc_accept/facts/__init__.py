@@ -9,6 +9,7 @@ session and replays its result (or its error) to every test that asks.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dbc_accept.target import Target
@@ -17,12 +18,26 @@ from dbc_accept.verdict import FactError
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class NodeOptions:
+    """What the run says about where a node's facts are (None: found on the node, or not
+    given): the values of the options the host checks read."""
+
+    libvirt_uri: str | None = None  # --libvirt-uri
+    vm_image: str | None = None  # --vm-image
+    dbc_dir: str | None = None  # --dbc-dir
+    node_dat_backup: str | None = None  # --node-dat-backup
+    snapshot: str | None = None  # --snapshot: the node is a replayed snapshot
+    listen_broadcast: float | None = None  # --listen-broadcast
+    dbc_client: str | None = None  # --dbc-client
+
+
 class HostFacts:
     """Lazy, memoized facts of one target."""
 
-    def __init__(self, target: Target, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, target: Target, options: NodeOptions | None = None) -> None:
         self.target = target
-        self.options: dict[str, Any] = options or {}
+        self.options = options or NodeOptions()
         self._cache: dict[tuple[Any, ...], tuple[bool, Any]] = {}
 
     @property

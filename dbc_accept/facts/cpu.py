@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from dbc_accept.facts import read_optional
+from dbc_accept.facts import read, read_optional
 from dbc_accept.facts.kernel import gather_cmdline
 from dbc_accept.target import NOT_FOUND_RC, Target
 from dbc_accept.verdict import FactError
@@ -53,8 +53,9 @@ class CpuInfo:
         return self.flags & {"vmx", "svm"}
 
 
-def parse_cpuinfo(text: str) -> CpuInfo:
-    """Parse /proc/cpuinfo (x86 layout: `key<TAB>: value`, a blank line between processors)."""
+def _processors(text: str, *, strict: bool = True) -> list[dict[str, str]]:
+    """The processor entries of /proc/cpuinfo (`key<TAB>: value` lines, a blank line between
+    processors); ValueError for a line without ':' when ``strict``, or for no processor."""
     blocks: list[dict[str, str]] = []
     current: dict[str, str] = {}
     for line in text.splitlines():
@@ -65,13 +66,21 @@ def parse_cpuinfo(text: str) -> CpuInfo:
             continue
         key, sep, value = line.partition(":")
         if not sep:
-            raise ValueError(f"line without ':': {line[:60]!r}")
+            if strict:
+                raise ValueError(f"line without ':': {line[:60]!r}")
+            continue
         current[key.strip()] = value.strip()
     if current:
         blocks.append(current)
     cpus = [b for b in blocks if "processor" in b]
     if not cpus:
         raise ValueError("no 'processor' entry")
+    return cpus
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    """Parse /proc/cpuinfo (x86 layout: `key<TAB>: value`, a blank line between processors)."""
+    cpus = _processors(text)
     first = cpus[0]
     if "flags" not in first:
         raise ValueError("no 'flags' line (not an x86 /proc/cpuinfo)")
@@ -89,6 +98,32 @@ def gather_cpuinfo(target: Target) -> CpuInfo:
         raise FactError(CPUINFO, "no such file")
     try:
         return parse_cpuinfo(text)
+    except ValueError as exc:
+        raise FactError(CPUINFO, str(exc), verb="parse") from None
+
+
+@dataclass(frozen=True)
+class CpuCount:
+    """Logical processors and physical cores (a guest's CPU threshold counts either)."""
+
+    logical: int
+    physical: int
+
+
+def parse_cpu_count(text: str) -> CpuCount:
+    """Logical processors and physical cores (distinct physical id/core id) of /proc/cpuinfo.
+
+    Without topology lines (some hypervisors, non-x86) each processor counts as a core.
+    """
+    cpus = _processors(text, strict=False)
+    cores = {(c["physical id"], c["core id"]) for c in cpus
+             if "physical id" in c and "core id" in c}
+    return CpuCount(len(cpus), len(cores) or len(cpus))
+
+
+def gather_cpu_count(target: Target) -> CpuCount:
+    try:
+        return parse_cpu_count(read(target, CPUINFO))
     except ValueError as exc:
         raise FactError(CPUINFO, str(exc), verb="parse") from None
 

@@ -235,7 +235,7 @@ def gather_libvirt(target: Target, uri: str = DEFAULT_URI) -> LibvirtProbe:
 
 def libvirt_of(node: HostFacts) -> LibvirtProbe:
     """The session's one probe of the node, on --libvirt-uri."""
-    return node.get(gather_libvirt, node.options.get("dbc_libvirt_uri") or DEFAULT_URI)
+    return node.get(gather_libvirt, node.options.libvirt_uri or DEFAULT_URI)
 
 
 GATHERERS = [gather_libvirt]

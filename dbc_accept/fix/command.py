@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from dbc_accept.facts import HostFacts
+from dbc_accept.facts import HostFacts, NodeOptions
 from dbc_accept.facts.libvirtconn import DEFAULT_URI
 from dbc_accept.fix.resolve import Plan, Step, plan
 from dbc_accept.fix.script import render, step_header, step_script
@@ -177,7 +177,7 @@ def cmd_fix(args: argparse.Namespace, usage_error: type[Exception]) -> int:
     except (RuntimeError, FactError) as exc:
         print(f"dbc-accept fix: {exc}", file=sys.stderr)
         return 1
-    node = HostFacts(target, {"dbc_libvirt_uri": args.libvirt_uri, "dbc_dir": args.dbc_dir})
+    node = HostFacts(target, NodeOptions(libvirt_uri=args.libvirt_uri, dbc_dir=args.dbc_dir))
     result = plan(found.findings, node, warn_steps=not args.fails_only,
                   unchecked=found.unchecked)
     text = render(result, _source(args, hostname), warn_steps=not args.fails_only)

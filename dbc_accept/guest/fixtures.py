@@ -1,10 +1,11 @@
 """The session-scoped ``guest`` fixture (vm, ssh:// or local).
 
-Option values are checked at configure time (their syntax) and, when a collected test uses
-``guest``, at collection time (files, GPUs, sizing): a bad value is a usage error before
-anything is created. The test VM's domain XML, console tail and what happened to it go into
-``config.stash`` under :data:`DOMAIN_XML_KEY`, :data:`CONSOLE_TAIL_KEY` and
-:data:`VM_RECORD_KEY` for the report; problems left after teardown fail the session.
+Option values are checked at configure time (their syntax, :mod:`dbc_accept.settings`) and,
+when a collected test uses ``guest``, at collection time (files, GPUs, sizing: the plan of
+:mod:`dbc_accept.vm.plan`): a bad value is a usage error before anything is created. The
+test VM's domain XML, console tail and what happened to it go into ``config.stash`` under
+:data:`DOMAIN_XML_KEY`, :data:`CONSOLE_TAIL_KEY` and :data:`VM_RECORD_KEY` for the report;
+problems left after teardown fail the session.
 """
 
 from __future__ import annotations
@@ -13,94 +14,33 @@ import os
 import shutil
 import tempfile
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from dbc_accept.guest import Guest, LocalGuest, PassedGpu
+from dbc_accept.guest.workers import refuse_shared_guest
 from dbc_accept.messages import guest_kind, set_guest_kind, t
+from dbc_accept.settings import GuestPlan, Settings, settings
 
 if TYPE_CHECKING:
     from dbc_accept.guest.ssh import Credentials
     from dbc_accept.guest.vmguest import VmRecord
-    from dbc_accept.vm.spec import VmSpec
+    from dbc_accept.vm.plan import VmPlan
 
 PASSWORD_ENV = "DBC_VM_PASSWORD"
 
-
-@dataclass(frozen=True)
-class GuestPlan:
-    """Where the in-guest tests run, from ``--guest``."""
-
-    mode: str  # "vm", "ssh" or "local"
-    user: str = ""
-    host: str = ""
-    port: int = 22
-
-
-@dataclass(frozen=True)
-class VmPlan:
-    """The test VM to create (without its run id) and the host's PCI functions."""
-
-    spec: VmSpec
-    pci_functions: list[Any]
-
-
-PLAN_KEY = pytest.StashKey[GuestPlan]()
-VM_PLAN_KEY = pytest.StashKey[VmPlan]()
 KIND_BEFORE_KEY = pytest.StashKey[str]()
+VM_PLAN_KEY = pytest.StashKey["VmPlan"]()
 DOMAIN_XML_KEY = pytest.StashKey[str]()  # the test VM's live domain XML
 CONSOLE_TAIL_KEY = pytest.StashKey[str]()  # the last lines of its serial console
 VM_RECORD_KEY = pytest.StashKey["VmRecord"]()  # timings, sweep, teardown, problems
 
 
-# --- options ------------------------------------------------------------------------------
-
-def parse_guest(value: str, default_user: str) -> GuestPlan:
-    """``--guest`` -> GuestPlan; pytest.UsageError with the fix when malformed."""
-    text = value.strip()
-    if text in ("vm", "local"):
-        return GuestPlan(text, default_user)
-    if text.startswith("ssh://"):
-        from dbc_accept.guest.ssh import parse_ssh_url
-        from dbc_accept.secrecy import mask_url
-
-        try:
-            user, host, port = parse_ssh_url(text)
-        except ValueError as exc:
-            shown = mask_url(value)  # never echo a password
-            raise pytest.UsageError(f"--guest {shown}: {exc}") from None
-        return GuestPlan("ssh", user or default_user, host, port)
-    raise pytest.UsageError(
-        f"--guest {value!r}: use vm (the test VM), ssh://user@host:port (an existing "
-        "machine) or local (this machine)")
-
-
-def _check_numbers(config: pytest.Config) -> None:
-    for opt, dest in (("--vm-memory", "dbc_vm_memory"), ("--vm-vcpus", "dbc_vm_vcpus"),
-                      ("--vm-boot-timeout", "dbc_vm_boot_timeout")):
-        value = config.getoption(dest)
-        if value is not None and value <= 0:
-            raise pytest.UsageError(f"{opt} {value}: give a positive number")
-    gpus = str(config.getoption("dbc_gpus")).strip().lower()
-    if gpus != "all" and not gpus.isdigit():
-        from dbc_accept.vm.spec import normalize_bdf
-
-        for part in filter(None, (p.strip() for p in gpus.split(","))):
-            try:
-                normalize_bdf(part)
-            except ValueError as exc:
-                raise pytest.UsageError(
-                    f"--gpus {gpus}: {exc}; give 'all', a count, or PCI addresses") from None
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    plan = config.stash[PLAN_KEY] = parse_guest(str(config.getoption("dbc_guest")),
-                                                str(config.getoption("dbc_vm_user")))
     config.stash[KIND_BEFORE_KEY] = guest_kind()  # put back after the run (one process)
-    set_guest_kind(plan.mode)  # fixes and skip reasons name the test VM, the guest, this machine
-    _check_numbers(config)
+    # fixes and skip reasons name the test VM, the guest, this machine
+    set_guest_kind(settings(config).guest.mode)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -126,64 +66,56 @@ def _uses_our_guest(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not any(_uses_our_guest(item) for item in items):
         return
-    plan = config.stash[PLAN_KEY]
-    if plan.mode == "local":
+    if refuse_shared_guest(config, items):  # -n: one test VM per run
         return
-    _need_file("--vm-key", config.getoption("dbc_vm_key"))
-    _need_file("--vm-password-file", config.getoption("dbc_vm_password_file"))
-    if plan.mode == "vm":
-        for opt in ("image", "kernel", "initrd"):
-            _need_file(f"--vm-{opt}", config.getoption(f"dbc_vm_{opt}"))
-        config.stash[VM_PLAN_KEY] = _vm_plan(config)
+    found = settings(config)
+    if found.guest.mode == "local":
+        return
+    _need_file("--vm-key", found.vm_key)
+    _need_file("--vm-password-file", found.vm_password_file)
+    if found.guest.mode == "vm":
+        for opt, path in (("image", found.vm_image), ("kernel", found.vm_kernel),
+                          ("initrd", found.vm_initrd)):
+            _need_file(f"--vm-{opt}", path)
+        config.stash[VM_PLAN_KEY] = _vm_plan(found)
 
 
-def _host_memory_kib() -> int:
-    with open("/proc/meminfo", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1])
-    raise pytest.UsageError("cannot read MemTotal from /proc/meminfo: give --vm-memory")
+def _host_memory_kib() -> int | None:
+    from dbc_accept.facts.storage import parse_meminfo_total
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            return parse_meminfo_total(fh.read()) // 1024
+    except (OSError, ValueError):
+        return None
 
 
-def _vm_plan(config: pytest.Config) -> VmPlan:
+def _vm_plan(found: Settings) -> VmPlan:
     """Choose the GPUs and size the VM as check_env does; usage errors for what cannot be."""
-    from dbc_accept.facts.pci import gather_pci_devices, nvidia_gpus
+    from dbc_accept.facts.pci import gather_pci_devices
     from dbc_accept.target import LocalTarget
     from dbc_accept.verdict import FactError
-    from dbc_accept.vm.spec import VmSpec, choose_gpus, size_like_check_env
+    from dbc_accept.vm.plan import PlanError, VmRequest, plan_vm
 
-    gpus_opt = str(config.getoption("dbc_gpus"))
+    request = VmRequest(
+        uri=found.libvirt_uri, image=os.path.abspath(found.vm_image), gpus=found.gpus,
+        memory_mib=found.vm_memory, vcpus=found.vm_vcpus, virt_type=found.vm_virt_type,
+        network=found.vm_network, uefi=found.vm_uefi, kernel=found.vm_kernel,
+        initrd=found.vm_initrd, cmdline=found.vm_cmdline)
+    functions: list[Any] | FactError
     try:
-        functions = gather_pci_devices(LocalTarget())
+        functions = list(gather_pci_devices(LocalTarget()))
     except FactError as exc:
-        if gpus_opt.strip() != "0":
-            raise pytest.UsageError(f"--gpus {gpus_opt}: {exc}; use --gpus 0") from None
-        functions = []
+        functions = exc
     try:
-        chosen = choose_gpus(functions, gpus_opt)
-    except ValueError as exc:
+        return plan_vm(request, functions, _host_memory_kib(), os.cpu_count() or 1)
+    except PlanError as exc:
         raise pytest.UsageError(str(exc)) from None
-    all_gpus = nvidia_gpus(functions)
-    used = sum(1 for g in all_gpus if g.bdf in chosen)
-    memory, vcpus = size_like_check_env(_host_memory_kib(), used, len(all_gpus),
-                                        os.cpu_count() or 1)
-    opt = config.getoption
-    try:
-        spec = VmSpec(
-            uri=opt("dbc_libvirt_uri"), image=os.path.abspath(opt("dbc_vm_image")),
-            gpus=tuple(chosen), memory_mib=opt("dbc_vm_memory") or memory,
-            vcpus=opt("dbc_vm_vcpus") or vcpus, virt_type=opt("dbc_vm_virt_type"),
-            network=opt("dbc_vm_network"), uefi=bool(opt("dbc_vm_uefi")),
-            kernel=opt("dbc_vm_kernel"), initrd=opt("dbc_vm_initrd"),
-            cmdline=opt("dbc_vm_cmdline"))
-    except ValueError as exc:
-        raise pytest.UsageError(f"test VM options: {exc}") from None
-    return VmPlan(spec, functions)
 
 
 def _password_file(config: pytest.Config) -> str | None:
     """The first line of --vm-password-file (a usage error when it cannot be read)."""
-    path = config.getoption("dbc_vm_password_file")
+    path = settings(config).vm_password_file
     if not path:
         return None
     try:
@@ -197,9 +129,9 @@ def _password_file(config: pytest.Config) -> str | None:
 def _credentials(config: pytest.Config, user: str) -> Credentials:
     from dbc_accept.guest.ssh import Credentials
 
-    password = (config.getoption("dbc_vm_password") or _password_file(config)
+    password = (settings(config).vm_password or _password_file(config)
                 or os.environ.get(PASSWORD_ENV) or None)
-    return Credentials(user, password=password, key_path=config.getoption("dbc_vm_key"))
+    return Credentials(user, password=password, key_path=settings(config).vm_key)
 
 
 # --- the fixture ---------------------------------------------------------------------------
@@ -208,7 +140,7 @@ def _credentials(config: pytest.Config, user: str) -> Credentials:
 def guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
     """Where in-guest tests run: the test VM (default), an ssh:// machine, or this one."""
     config = request.config
-    plan = config.stash[PLAN_KEY]
+    plan = settings(config).guest
     if plan.mode == "local":
         yield from _local_guest()
     elif plan.mode == "ssh":
@@ -239,9 +171,10 @@ def _host_key_pin(config: pytest.Config) -> Any:
     """The host keys an ssh:// guest may present (a usage error for an unreadable file)."""
     from dbc_accept.guest.hostkeys import HostKeyError, HostKeyPin, default_known_hosts
 
-    path = config.getoption("dbc_vm_known_hosts") or default_known_hosts()
+    found = settings(config)
+    path = found.vm_known_hosts or default_known_hosts()
     try:
-        return HostKeyPin(path, accept_new=bool(config.getoption("dbc_vm_accept_new_host_key")))
+        return HostKeyPin(path, accept_new=found.vm_accept_new_host_key)
     except HostKeyError as exc:
         raise pytest.UsageError(f"--vm-known-hosts: {exc}") from None
 
@@ -270,14 +203,14 @@ def _vm_guest(config: pytest.Config, plan: GuestPlan) -> Iterator[Guest]:
 
     vm_plan = config.stash[VM_PLAN_KEY]
     record = config.stash[VM_RECORD_KEY] = VmRecord()
-    opt = config.getoption
+    found = settings(config)
     spec = vm_plan.spec
     failure = ""
     try:
         with vm_guest(spec, _credentials(config, plan.user),
-                      boot_timeout=float(opt("dbc_vm_boot_timeout")),
-                      keep=bool(opt("dbc_keep_vm")), record=record,
-                      accept_new_host_key=bool(opt("dbc_vm_accept_new_host_key")),
+                      boot_timeout=found.vm_boot_timeout,
+                      keep=found.keep_vm, record=record,
+                      accept_new_host_key=found.vm_accept_new_host_key,
                       pci_functions=vm_plan.pci_functions,
                       console_dir=_console_dir()) as ssh:
             config.stash[DOMAIN_XML_KEY] = record.domain_xml

@@ -10,10 +10,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dbc_accept.facts import read
-from dbc_accept.target import Target
-from dbc_accept.verdict import FactError
-
 GIB = 1 << 30
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -65,44 +61,6 @@ def need(spec: dict[str, Any], gpus: int, vram_total_gib: float = 0.0) -> Need:
         vram_gib_each=spec.get("vram_gib_min"),
         display_devices=spec.get("display_devices"),
     )
-
-
-@dataclass(frozen=True)
-class CpuCount:
-    logical: int
-    physical: int
-
-
-def parse_cpu_count(text: str) -> CpuCount:
-    """Logical processors and physical cores (distinct physical id/core id) of /proc/cpuinfo.
-
-    Without topology lines (some hypervisors, non-x86) each processor counts as a core.
-    """
-    logical, cores = 0, set()
-    phys = core = None
-    for line in [*text.splitlines(), ""]:
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "processor":
-            logical += 1
-            phys = core = None
-        elif key == "physical id":
-            phys = value.strip()
-        elif key == "core id":
-            core = value.strip()
-        elif not line.strip() and phys is not None and core is not None:
-            cores.add((phys, core))
-            phys = core = None
-    if logical == 0:
-        raise ValueError("no 'processor' line")
-    return CpuCount(logical, len(cores) or logical)
-
-
-def gather_cpu_count(target: Target) -> CpuCount:
-    try:
-        return parse_cpu_count(read(target, "/proc/cpuinfo"))
-    except ValueError as exc:
-        raise FactError("/proc/cpuinfo", str(exc), verb="parse") from None
 
 
 def gib(nbytes: float) -> float:

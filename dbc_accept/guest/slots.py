@@ -13,6 +13,7 @@ import pytest
 from dbc_accept.facts.gpu_guest import GpuHealth, GpuInventory, model_of
 from dbc_accept.guest.profiles import safe_id
 from dbc_accept.messages import fill
+from dbc_accept.settings import settings
 from dbc_accept.verdict import FactError, fail
 
 
@@ -42,12 +43,13 @@ def _sysfs_models() -> list[str] | None:
 
 def gpu_slots(config: pytest.Config) -> list[Slot] | None:
     """The GPU slots known at collection; None when unknown (ssh:// without --expect-gpus)."""
-    expect = config.getoption("dbc_expect_gpus")
-    mode = str(config.getoption("dbc_guest")).strip()
+    found = settings(config)
+    expect = found.expect_gpus
+    mode = found.guest.mode
     models: list[str] | None = None
     if mode in ("local", "vm"):
         models = _sysfs_models()
-        gpus = str(config.getoption("dbc_gpus")).strip()
+        gpus = found.gpus.strip()
         if mode == "vm" and models is not None and gpus.isdigit():
             models = models[:int(gpus)]
         elif mode == "vm" and models is not None and gpus != "all":
@@ -66,9 +68,9 @@ KERNEL_LOG_BEFORE_BURN = pytest.StashKey["str | FactError"]()
 
 def expected_gpu_count(config: pytest.Config, guest: Any) -> int | None:
     """--expect-gpus, else the GPUs passed to the guest, else None (not known)."""
-    expect = config.getoption("dbc_expect_gpus")
+    expect = settings(config).expect_gpus
     if expect is not None:
-        return int(expect)
+        return expect
     passed = getattr(guest, "passed_gpus", None)
     return None if passed is None else len(passed)
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dbc_accept.guest import PassedGpu
-from dbc_accept.guest.signals import signals_held, sigterm_as_interrupt
 from dbc_accept.guest.ssh import (
     Credentials,
     GuestAuthError,
@@ -30,7 +29,8 @@ from dbc_accept.messages import t
 from dbc_accept.remedies import remedy_for
 from dbc_accept.target import LocalTarget
 from dbc_accept.vm.errors import VmBootTimeout, VmError
-from dbc_accept.vm.lvutil import code, message
+from dbc_accept.vm.libvirt_api import error_code, error_message
+from dbc_accept.vm.signals import signals_held, sigterm_as_interrupt
 from dbc_accept.vm.spec import VmSpec, domain_name, new_run_id, volume_name
 
 SSH_PORT = 22
@@ -245,9 +245,9 @@ def vm_guest(spec: VmSpec, creds: Credentials, *, boot_timeout: float, keep: boo
                                   folders=(os.path.dirname(os.path.abspath(spec.image)),),
                                   target=LocalTarget()))
     except Exception as exc:
-        if code(exc) is None:
+        if error_code(exc) is None:
             raise
-        raise VmError(f"cannot reach libvirt at {spec.uri}: {message(exc)}; nothing was "
+        raise VmError(f"cannot reach libvirt at {spec.uri}: {error_message(exc)}; nothing was "
                       "created", "libvirtd.connect") from None
     record.timings["sweep"] = time.monotonic() - t0
     vm = test_vm(spec, log=record.log.append)
@@ -287,7 +287,7 @@ def _teardown(vm: Any, record: VmRecord) -> None:
 def _release_leases(spec: VmSpec, record: VmRecord) -> list[str]:
     """Give back the gone VM's DHCP leases (dnsmasq would keep them an hour)."""
     from dbc_accept.vm.leases import interface_macs, release_leases
-    from dbc_accept.vm.lvutil import connect
+    from dbc_accept.vm.libvirt_api import connect
 
     macs = interface_macs(record.domain_xml, spec.network)
     if not macs:

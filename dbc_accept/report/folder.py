@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dbc_accept.report.redact import Redactor
+from dbc_accept.settings import settings
 
 ACCEPTANCE_DIRS = frozenset({"tests_host", "tests_vm", "benchmarks"})
 
@@ -47,7 +48,7 @@ def acceptance_run(config: pytest.Config) -> bool:
 
 def node_label(config: pytest.Config) -> str:
     """The node's name for the folder: the snapshot, the first --hosts entry, or this host."""
-    snapshot = config.getoption("dbc_snapshot")
+    snapshot = settings(config).snapshot
     hosts = getattr(config.option, "hosts", None)
     if snapshot:
         label = "snapshot-" + Path(snapshot).resolve().name
@@ -62,7 +63,7 @@ def node_label(config: pytest.Config) -> str:
 
 def make_folder(config: pytest.Config) -> Path:
     """``<report dir>/<UTC time>-<node>/``, made now (a suffix when the name is taken)."""
-    base = Path(config.getoption("dbc_report_dir"))
+    base = Path(settings(config).report_dir)
     if not base.is_absolute():
         base = config.invocation_params.dir / base
     stem = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{node_label(config)}"

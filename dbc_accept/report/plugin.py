@@ -24,6 +24,7 @@ from dbc_accept.report.attachments import attach, item_attachments, new_session_
 from dbc_accept.report.redact import Redactor, redactor
 from dbc_accept.report.results import TestResult, props, update
 from dbc_accept.secrecy import mask_argv
+from dbc_accept.settings import settings
 
 GPU_MARKERS = ("gpu", "benchmark", "vm")
 GUEST_TEXTS = (("nvidia-smi -q (guest, at the first GPU test failure)", ["nvidia-smi", "-q"]),
@@ -58,7 +59,7 @@ GUEST_TEXTS_KEY = pytest.StashKey[bool]()
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-html and junitxml read their paths
 def pytest_configure(config: pytest.Config) -> None:
-    if hasattr(config, "workerinput") or config.getoption("dbc_no_report"):
+    if hasattr(config, "workerinput") or settings(config).no_report:
         return
     if not rf.acceptance_run(config):
         return
@@ -73,7 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
         opt.self_contained_html = True  # one file an owner can mail
     state.user_junit = opt.xmlpath or None
     opt.xmlpath = opt.xmlpath or str(state.folder / "junit.xml")
-    state.min_ratio = float(config.getoption("dbc_bench_min_ratio", 0.85) or 0.85)
+    state.min_ratio = settings(config).bench_min_ratio
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(ReportWriter(config, state), "dbc-accept-report")
 

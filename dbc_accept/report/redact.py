@@ -29,6 +29,7 @@ from dbc_accept.secrecy import (
     node_dat_secrets,
     register_node_dat,
 )
+from dbc_accept.settings import settings
 
 __all__ = ["MARK", "Redactor", "add_secret", "node_dat_secrets", "redactor", "run_redactor"]
 
@@ -83,10 +84,10 @@ class Redactor:
 def _node_dat_files(config: pytest.Config) -> list[Path]:
     """node.dat of --dbc-dir, else of the dbc program running here (not of a snapshot: its
     node.dat holds markers only, and its reads stay inside it)."""
-    dbc_dir = config.getoption("dbc_dir")
+    dbc_dir = settings(config).dbc_dir
     if dbc_dir:
         return [Path(dbc_dir) / "dat" / "node.dat"]
-    if config.getoption("dbc_snapshot") or getattr(config.option, "hosts", None):
+    if settings(config).snapshot or getattr(config.option, "hosts", None):
         return []
     from dbc_accept.facts.dbcnode import gather_dbc_processes, install_folder
     from dbc_accept.target import LocalTarget
@@ -102,14 +103,15 @@ def _node_dat_files(config: pytest.Config) -> list[Path]:
 def run_redactor(config: pytest.Config) -> Redactor:
     """A Redactor for this run: the guest password and key, node.dat private keys."""
     r = Redactor()
-    r.add(config.getoption("dbc_vm_password"))
+    found = settings(config)
+    r.add(found.vm_password)
     r.add(os.environ.get("DBC_VM_PASSWORD"))
-    pw_file = getattr(config.option, "dbc_vm_password_file", None)
+    pw_file = found.vm_password_file
     if pw_file:
         with contextlib.suppress(OSError):
             r.add((Path(pw_file).read_text(encoding="utf-8", errors="replace").splitlines()
                    or [""])[0])
-    key = config.getoption("dbc_vm_key")
+    key = found.vm_key
     if key:  # an unreadable key file is the guest fixture's error to report
         with contextlib.suppress(OSError):
             r.add(Path(key).read_text(encoding="utf-8", errors="replace"))

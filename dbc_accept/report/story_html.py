@@ -11,6 +11,7 @@ import pytest
 from dbc_accept.report import folder as rf
 from dbc_accept.report.front import front_html, title
 from dbc_accept.report.nodefacts import guest_facts, host_facts
+from dbc_accept.settings import settings
 from dbc_accept.story import Tally, group_findings
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ def report_title(config: pytest.Config) -> str:
 
 
 def _profile(config: pytest.Config) -> str:
-    guest = config.getoption("dbc_profile", "dbc")
-    bench = config.getoption("dbc_bench_profile", "default")
+    guest = settings(config).profile
+    bench = settings(config).bench_profile
     return f"{guest} (in-guest tests), {bench} (benchmark)"
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dbc_accept.vm.lvutil import lv
+from dbc_accept.vm.libvirt_api import load_libvirt
 
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # $1 user, $2 key: append the key once, with the modes sshd insists on
@@ -47,7 +47,7 @@ def command(dom: Any, cmd: dict[str, Any], timeout: int = 10) -> Any:
 def run(dom: Any, argv: Sequence[str], stdin: bytes = b"",
         timeout: float = 30.0) -> AgentResult | None:
     """Run ``argv`` in the guest; None when the agent does not answer or cannot exec."""
-    libvirt = lv()
+    libvirt = load_libvirt()
     args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True}
     if stdin:
         args["input-data"] = base64.b64encode(stdin).decode()

@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -25,9 +23,10 @@ from dbc_accept.vm import agent
 from dbc_accept.vm.agent import AgentResult
 from dbc_accept.vm.domain_xml import build_domain_xml, nic_macs, parse_run_tag
 from dbc_accept.vm.errors import StorageError, VmBootTimeout, VmError, VmRefused
+from dbc_accept.vm.libvirt_api import error_code, error_message, load_libvirt, undefine
 from dbc_accept.vm.link import RECONNECT_S, LibvirtLink
-from dbc_accept.vm.lvutil import code, lv, message, undefine
 from dbc_accept.vm.safety import gpus_returned, preflight, recheck_gpus
+from dbc_accept.vm.signals import signals_held
 from dbc_accept.vm.spec import NS, VmSpec, domain_name, new_run_id, volume_name
 from dbc_accept.vm.storage import (
     Overlay,
@@ -44,24 +43,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]")
 
 def _null_log(_msg: str) -> None:
     pass
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while cleaning up, then deliver them (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list[int] = []
-    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in (signal.SIGINT,
-                                                                       signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        for num in dict.fromkeys(got):
-            signal.raise_signal(num)
 
 
 class TestVm(LibvirtLink):
@@ -96,7 +77,7 @@ class TestVm(LibvirtLink):
 
     def create(self) -> None:
         """Preflight, overlay, define, start; on any exception undo what was made, re-raise."""
-        libvirt = lv()
+        libvirt = load_libvirt()
         self._torn_down = False
         try:
             t = time.monotonic()
@@ -124,7 +105,7 @@ class TestVm(LibvirtLink):
             left = self.teardown(graceful_timeout=0)
             if isinstance(exc, libvirt.libvirtError):
                 undo = f"; cleanup left: {'; '.join(left)}" if left else ""
-                raise VmError(f"could not create the test VM {self.name}: {message(exc)}"
+                raise VmError(f"could not create the test VM {self.name}: {error_message(exc)}"
                               f"{undo}") from exc
             raise
 
@@ -132,14 +113,14 @@ class TestVm(LibvirtLink):
 
     def _domain(self) -> Any | None:
         """Our domain, or None when gone; raises VmError when the name is not ours."""
-        libvirt = lv()
+        libvirt = load_libvirt()
         try:
             dom = self._connection().lookupByName(self.name)
             tag = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, 0)
         except libvirt.libvirtError as exc:
-            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+            if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
                 raise VmError(f"domain {self.name} carries no dbc-accept tag: not ours, "
                               "left alone", "vm.cleanup") from None
             raise
@@ -154,7 +135,7 @@ class TestVm(LibvirtLink):
 
     def is_alive(self) -> bool:
         """True while the domain exists and runs; VmError when libvirt cannot tell."""
-        libvirt = lv()
+        libvirt = load_libvirt()
 
         def running() -> bool:
             dom = self._domain()
@@ -165,9 +146,9 @@ class TestVm(LibvirtLink):
         except VmError:
             return False  # the name is no longer ours: our VM is gone
         except libvirt.libvirtError as exc:
-            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+            if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                 return False
-            raise VmError(f"libvirt at {self.spec.uri} does not answer: {message(exc)}",
+            raise VmError(f"libvirt at {self.spec.uri} does not answer: {error_message(exc)}",
                           "libvirtd.connect") from None
 
     def domain_xml(self) -> str:
@@ -192,7 +173,7 @@ class TestVm(LibvirtLink):
         return "\n".join(tail) if tail else f"(the serial console log {path} is empty)"
 
     def _address(self, dom: Any) -> str | None:
-        libvirt = lv()
+        libvirt = load_libvirt()
         # the agent lists every guest interface (docker0 too): keep only our NIC's
         macs = {m.lower() for m in nic_macs(dom.XMLDesc(0))}
         for source in (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
@@ -214,7 +195,7 @@ class TestVm(LibvirtLink):
 
     def wait_address(self, timeout: float, poll: float = 1.0) -> str:
         """The guest's IPv4 address: DHCP leases, then the guest agent, then ARP."""
-        libvirt = lv()
+        libvirt = load_libvirt()
         start = time.monotonic()
         while True:
             try:
@@ -222,7 +203,7 @@ class TestVm(LibvirtLink):
                 running = dom is not None and dom.isActive()
             except libvirt.libvirtError as exc:
                 raise VmError(f"libvirt at {self.spec.uri} stopped answering while the test VM "
-                              f"booted: {message(exc)}", "libvirtd.connect") from None
+                              f"booted: {error_message(exc)}", "libvirtd.connect") from None
             if not running:
                 raise VmBootTimeout(
                     f"the test VM {self.name} stopped while booting (crashed, powered off or "
@@ -244,7 +225,7 @@ class TestVm(LibvirtLink):
         """Run a command in the guest through the qemu guest agent; None if it won't answer."""
         try:
             dom = self._domain()
-        except (VmError, lv().libvirtError):
+        except (VmError, load_libvirt().libvirtError):
             return None
         return None if dom is None else agent.run(dom, argv, stdin, timeout)
 
@@ -264,7 +245,7 @@ class TestVm(LibvirtLink):
             return []
         self._in_teardown = True
         try:
-            with _signals_deferred():
+            with signals_held(deliver=True):
                 problems = self._teardown(graceful_timeout)
         finally:
             self._in_teardown = False
@@ -286,7 +267,7 @@ class TestVm(LibvirtLink):
 
     def _remove_both(self, graceful_timeout: float) -> list[str]:
         """Remove the domain and the overlay; once more on a new connection if it broke."""
-        libvirt = lv()
+        libvirt = load_libvirt()
         problems: list[str] = []
         for attempt in (1, 2):
             if not (self._domain_claimed or self._overlay_claimed):
@@ -295,7 +276,7 @@ class TestVm(LibvirtLink):
                 conn = self._reach()
             except libvirt.libvirtError as exc:
                 return [f"could not reach libvirt at {self.spec.uri} within "
-                        f"{self.reconnect_s:g} s ({message(exc)}): domain {self.name} and "
+                        f"{self.reconnect_s:g} s ({error_message(exc)}): domain {self.name} and "
                         f"volume {volume_name(self.run_id)} may be left behind; run "
                         "`dbc-accept cleanup` once libvirtd is back"]
             problems, broke = [], False
@@ -306,7 +287,7 @@ class TestVm(LibvirtLink):
                     problems += self._remove_overlay(conn)
             except libvirt.libvirtError as exc:  # only a broken connection gets here
                 problems.append(f"the connection to libvirt broke while removing "
-                                f"{self.name}: {message(exc)}")
+                                f"{self.name}: {error_message(exc)}")
                 broke = True
             # the storage calls report a broken link as text: ask the connection itself
             if not problems or attempt == 2 or not (broke or self._conn_broken()):
@@ -317,7 +298,7 @@ class TestVm(LibvirtLink):
         return problems
 
     def _remove_domain(self, graceful_timeout: float) -> list[str]:
-        libvirt = lv()
+        libvirt = load_libvirt()
         try:
             dom = self._domain()
             if dom is None:
@@ -329,15 +310,15 @@ class TestVm(LibvirtLink):
         except VmError as exc:
             return [str(exc)]
         except libvirt.libvirtError as exc:
-            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+            if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                 return []
             if self._broken(exc):
                 raise  # _remove_both reconnects and tries again
-            return [f"could not remove domain {self.name}: {message(exc)}"]
+            return [f"could not remove domain {self.name}: {error_message(exc)}"]
         return []
 
     def _stop(self, dom: Any, graceful_timeout: float) -> None:
-        libvirt = lv()
+        libvirt = load_libvirt()
         if graceful_timeout > 0:
             # the guest agent powers off even a guest without ACPI button handling; qemu
             # tries it first and falls back to the ACPI button
@@ -355,7 +336,8 @@ class TestVm(LibvirtLink):
             if dom.isActive():
                 dom.destroy()
         except libvirt.libvirtError as exc:
-            if code(exc) not in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_DOMAIN):
+            if error_code(exc) not in (libvirt.VIR_ERR_OPERATION_INVALID,
+                                       libvirt.VIR_ERR_NO_DOMAIN):
                 raise  # "not running" means it stopped by itself meanwhile
 
     def _remove_overlay(self, conn: Any) -> list[str]:
@@ -372,7 +354,7 @@ class TestVm(LibvirtLink):
 
     def _find_overlay(self, conn: Any) -> Overlay | None:
         """The overlay when create was interrupted before it learnt its path."""
-        libvirt = lv()
+        libvirt = load_libvirt()
         folder = os.path.dirname(os.path.abspath(self.spec.image))
         pool = pool_for_folder(conn, folder)
         if pool is None:
@@ -380,7 +362,7 @@ class TestVm(LibvirtLink):
         try:
             vol = pool.storageVolLookupByName(volume_name(self.run_id))
         except libvirt.libvirtError as exc:
-            if code(exc) == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            if error_code(exc) == libvirt.VIR_ERR_NO_STORAGE_VOL:
                 return None
             raise
         return Overlay(path=vol.path(), name=vol.name(), pool=pool.name(),

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from dbc_accept.vm.lvutil import broken_link, code, connect, lv, message
+from dbc_accept.vm.libvirt_api import broken_link, connect, error_code, error_message, load_libvirt
 from dbc_accept.vm.spec import VmSpec
 
 T = TypeVar("T")
@@ -34,7 +34,7 @@ class LibvirtLink:
             try:
                 if self._conn.isAlive():
                     return self._conn
-            except lv().libvirtError:
+            except load_libvirt().libvirtError:
                 pass
             self._close()
         self._conn = connect(self.spec.uri)
@@ -51,28 +51,28 @@ class LibvirtLink:
         if broken_link(exc):
             return True
         conn = self._conn
-        if conn is None or code(exc) is None:
+        if conn is None or error_code(exc) is None:
             return False
         try:
             return not conn.isAlive()
-        except lv().libvirtError:
+        except load_libvirt().libvirtError:
             return True
 
     def _once_more(self, step: Callable[[], T]) -> T:
         """``step()``; once more on a fresh connection when the cached one broke under it."""
         try:
             return step()
-        except lv().libvirtError as exc:
+        except load_libvirt().libvirtError as exc:
             if not self._broken(exc):
                 raise
-            self.log(f"the connection to libvirt at {self.spec.uri} broke ({message(exc)}): "
+            self.log(f"the connection to libvirt at {self.spec.uri} broke ({error_message(exc)}): "
                      "reconnecting")
             self._close()
         return step()
 
     def _reach(self) -> Any:
         """A working connection, trying for ``reconnect_s`` while libvirtd does not answer."""
-        libvirt = lv()
+        libvirt = load_libvirt()
         deadline = time.monotonic() + self.reconnect_s
         said = False
         while True:
@@ -83,7 +83,7 @@ class LibvirtLink:
                 if left <= 0:
                     raise
                 if not said:
-                    self.log(f"libvirt at {self.spec.uri} does not answer ({message(exc)}); "
+                    self.log(f"libvirt at {self.spec.uri} does not answer ({error_message(exc)}); "
                              f"trying again for up to {self.reconnect_s:g} s")
                     said = True
                 time.sleep(min(1.0, left))
@@ -95,5 +95,5 @@ class LibvirtLink:
             return True
         try:
             return not conn.isAlive()
-        except lv().libvirtError:
+        except load_libvirt().libvirtError:
             return True

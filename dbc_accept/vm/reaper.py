@@ -30,7 +30,7 @@ from dbc_accept.vm.domain_xml import (
     pool_volumes,
 )
 from dbc_accept.vm.errors import StorageError
-from dbc_accept.vm.lvutil import code, connect, lv, message, undefine
+from dbc_accept.vm.libvirt_api import connect, error_code, error_message, load_libvirt, undefine
 from dbc_accept.vm.safety import gpus_returned
 from dbc_accept.vm.spec import NS, domain_name, run_id_origin
 from dbc_accept.vm.storage import (
@@ -84,11 +84,11 @@ def _created_epoch(tag: RunTag) -> float | None:
 
 def _our_tag(dom: Any) -> RunTag | None:
     """The run tag of a domain when it is ours beyond doubt, else None."""
-    libvirt = lv()
+    libvirt = load_libvirt()
     try:
         xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, 0)
     except libvirt.libvirtError as exc:
-        if code(exc) in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
+        if error_code(exc) in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
             return None
         raise
     tag = parse_run_tag(xml)
@@ -98,13 +98,13 @@ def _our_tag(dom: Any) -> RunTag | None:
 
 
 def _remove_domain(dom: Any) -> None:
-    libvirt = lv()
+    libvirt = load_libvirt()
     try:
         if dom.isActive():
             dom.destroy()
         undefine(dom)
     except libvirt.libvirtError as exc:
-        if code(exc) != libvirt.VIR_ERR_NO_DOMAIN:
+        if error_code(exc) != libvirt.VIR_ERR_NO_DOMAIN:
             raise
 
 
@@ -122,7 +122,7 @@ class _Sweep:
         self.pool_names: set[str] = set()  # volumes used through a pool libvirt cannot open
 
     def domains(self) -> None:
-        libvirt = lv()
+        libvirt = load_libvirt()
         for dom in self.conn.listAllDomains(0):
             try:
                 tag = _our_tag(dom)
@@ -149,7 +149,7 @@ class _Sweep:
                 self.removed.append(f"removed domain {dom.name()} ({state}, run {tag.run_id}, "
                                     f"created {tag.created or 'unknown'})")
             except libvirt.libvirtError as exc:
-                self.log(f"could not sweep a domain: {message(exc)}")
+                self.log(f"could not sweep a domain: {error_message(exc)}")
 
     def release_leases(self, domain_xml: str) -> None:
         """Give back the DHCP leases the removed domain held (dnsmasq keeps them an hour)."""
@@ -159,9 +159,9 @@ class _Sweep:
             macs = interface_macs(domain_xml, network)
             try:
                 self.released += release_leases(self.conn, network, macs)
-            except (lv().libvirtError, OSError) as exc:  # harmless: it expires within the hour
+            except (load_libvirt().libvirtError, OSError) as exc:  # harmless: expires in an hour
                 self.log(f"could not release the DHCP lease of {', '.join(macs)} on "
-                         f"{network}: {message(exc)}")
+                         f"{network}: {error_message(exc)}")
 
     def check_gpus(self, name: str, bdfs: list[str]) -> None:
         """Say so when a GPU the removed VM held is not back on vfio-pci."""
@@ -182,7 +182,7 @@ class _Sweep:
                 paths = disk_sources(xml) + self._pool_paths(pool_volumes(xml))
                 for path in paths:
                     used.setdefault(os.path.normpath(path), set()).add(dom.name())
-            except lv().libvirtError:
+            except load_libvirt().libvirtError:
                 continue
         return used
 
@@ -193,7 +193,7 @@ class _Sweep:
             try:
                 pool = self.conn.storagePoolLookupByName(pool_name)
                 paths.append(pool.storageVolLookupByName(vol_name).path())
-            except lv().libvirtError:  # an inactive pool: its volume name counts as used
+            except load_libvirt().libvirtError:  # an inactive pool: its volume name counts as used
                 self.pool_names.add(vol_name)
         return paths
 
@@ -206,7 +206,7 @@ class _Sweep:
                 self.log(f"could not look for overlays in {folder}: {exc}")
 
     def volumes(self) -> None:
-        libvirt = lv()
+        libvirt = load_libvirt()
         used = self.used_paths()
         pools = []
         for pool in self.conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
@@ -215,7 +215,7 @@ class _Sweep:
                 pool.refresh(0)
                 vols = pool.listAllVolumes(0)
             except libvirt.libvirtError as exc:
-                self.log(f"could not list pool {pool.name()}: {message(exc)}")
+                self.log(f"could not list pool {pool.name()}: {error_message(exc)}")
                 continue
             for vol in vols:
                 self._volume(vol, used)
@@ -225,7 +225,7 @@ class _Sweep:
                 self.removed.append(f"removed transient storage pool {name} (files untouched)")
 
     def _volume(self, vol: Any, used: dict[str, set[str]]) -> None:
-        libvirt = lv()
+        libvirt = load_libvirt()
         m = VOLUME_RE.match(vol.name())
         if not m:
             return
@@ -246,8 +246,8 @@ class _Sweep:
                 ownership.forget(vol.name())
                 self.removed.append(f"removed volume {path} (overlay of {backing})")
         except libvirt.libvirtError as exc:
-            if code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                self.log(f"could not remove volume {vol.name()}: {message(exc)}")
+            if error_code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                self.log(f"could not remove volume {vol.name()}: {error_message(exc)}")
 
 
 def sweep(uri: str, force: bool = False, log: Callable[[str], None] | None = None,

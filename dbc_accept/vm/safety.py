@@ -14,7 +14,7 @@ from typing import Any
 from dbc_accept.target import LocalTarget, Target
 from dbc_accept.vm.domain_xml import hostdev_addresses
 from dbc_accept.vm.errors import VmRefused
-from dbc_accept.vm.lvutil import code, lv
+from dbc_accept.vm.libvirt_api import error_code, load_libvirt
 from dbc_accept.vm.spec import VmSpec, domain_name, normalize_bdf
 
 VFIO = "vfio-pci"
@@ -62,7 +62,7 @@ def _function_exists(target: Target, bdf: str) -> bool:
 
 def _domain_xmls(dom: Any) -> list[str]:
     """The live and the persistent XML: a hostdev may be only in the next boot's config."""
-    libvirt = lv()
+    libvirt = load_libvirt()
     xmls = [dom.XMLDesc(0)]
     if dom.isActive() and dom.isPersistent():
         xmls.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -71,7 +71,7 @@ def _domain_xmls(dom: Any) -> list[str]:
 
 def gpu_holders(conn: Any, bdfs: tuple[str, ...], skip: str = "") -> dict[str, list[str]]:
     """{bdf: [domain (state), ...]} for each wanted function another domain lists."""
-    libvirt = lv()
+    libvirt = load_libvirt()
     wanted = {normalize_bdf(b) for b in bdfs}
     held: dict[str, list[str]] = {}
     for dom in conn.listAllDomains(0):
@@ -82,7 +82,7 @@ def gpu_holders(conn: Any, bdfs: tuple[str, ...], skip: str = "") -> dict[str, l
             state = "running" if dom.isActive() else "defined, not running"
             used = {a for xml in _domain_xmls(dom) for a in hostdev_addresses(xml)}
         except libvirt.libvirtError as exc:
-            if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+            if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # went away while we looked
             raise
         for bdf in sorted(used & wanted):
@@ -91,11 +91,11 @@ def gpu_holders(conn: Any, bdfs: tuple[str, ...], skip: str = "") -> dict[str, l
 
 
 def _check_name_free(conn: Any, name: str) -> None:
-    libvirt = lv()
+    libvirt = load_libvirt()
     try:
         conn.lookupByName(name)
     except libvirt.libvirtError as exc:
-        if code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+        if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
             return
         raise
     raise VmRefused(f"a domain named {name} already exists; nothing was overwritten "
@@ -104,12 +104,12 @@ def _check_name_free(conn: Any, name: str) -> None:
 
 
 def _check_network(conn: Any, network: str) -> None:
-    libvirt = lv()
+    libvirt = load_libvirt()
     try:
         net = conn.networkLookupByName(network)
         active = bool(net.isActive())
     except libvirt.libvirtError as exc:
-        if code(exc) != libvirt.VIR_ERR_NO_NETWORK:
+        if error_code(exc) != libvirt.VIR_ERR_NO_NETWORK:
             raise
         raise VmRefused(f"libvirt network {network!r} does not exist (`virsh net-list --all`)",
                         "vm.boot") from None

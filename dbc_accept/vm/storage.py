@@ -23,7 +23,7 @@ from typing import Any
 
 from dbc_accept.vm import ownership
 from dbc_accept.vm.errors import StorageError
-from dbc_accept.vm.lvutil import lv as _lv
+from dbc_accept.vm.libvirt_api import load_libvirt
 from dbc_accept.vm.spec import PREFIX, volume_name
 
 VOLUME_RE = re.compile(rf"^{re.escape(PREFIX)}(?P<run>[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}})\.qcow2$")
@@ -61,7 +61,7 @@ def pool_for_folder(conn: Any, folder: str) -> Any | None:
             if (pool.isActive() and pool_type(pool) in FILE_POOL_TYPES
                     and pool_target(pool) == folder):
                 return pool
-        except _lv().libvirtError:
+        except load_libvirt().libvirtError:
             continue  # a pool that vanished meanwhile
     return None
 
@@ -79,7 +79,7 @@ def _transient_pool_xml(name: str, folder: str) -> str:
 
 def find_or_make_pool(conn: Any, folder: str) -> tuple[Any, bool]:
     """(pool holding ``folder``, whether this call created it as a transient pool)."""
-    libvirt = _lv()
+    libvirt = load_libvirt()
     pool = pool_for_folder(conn, folder)
     if pool is not None:
         return pool, False
@@ -92,7 +92,7 @@ def find_or_make_pool(conn: Any, folder: str) -> tuple[Any, bool]:
 
 
 def _template_volume(pool: Any, image: str) -> Any:
-    libvirt = _lv()
+    libvirt = load_libvirt()
     base = os.path.basename(image)
     try:
         return pool.storageVolLookupByName(base)
@@ -134,7 +134,7 @@ def overlay_xml(name: str, capacity: int, backing: str, backing_format: str) -> 
 
 def _make_in(pool: Any, image: str, name: str) -> tuple[Any, Any, str]:
     """(overlay volume, template volume, template format), made in ``pool``."""
-    libvirt = _lv()
+    libvirt = load_libvirt()
     template = _template_volume(pool, image)
     fmt, capacity, _ = volume_facts(template)
     if fmt not in ("qcow2", "raw"):
@@ -153,7 +153,7 @@ def _make_in(pool: Any, image: str, name: str) -> tuple[Any, Any, str]:
 
 def create_overlay(conn: Any, image: str, run_id: str) -> Overlay:
     """Make ``dbc-accept-<run id>.qcow2`` beside the template, backed by it."""
-    libvirt = _lv()
+    libvirt = load_libvirt()
     start = time.monotonic()
     image = os.path.abspath(image)
     folder = os.path.dirname(image)
@@ -187,7 +187,7 @@ def create_overlay(conn: Any, image: str, run_id: str) -> Overlay:
 
 def _find_volume(conn: Any, path: str, name: str) -> Any | None:
     """The volume at ``path``, also when no pool lists its folder any more."""
-    libvirt = _lv()
+    libvirt = load_libvirt()
     try:
         return conn.storageVolLookupByPath(path)
     except libvirt.libvirtError as exc:
@@ -207,7 +207,7 @@ def _find_volume(conn: Any, path: str, name: str) -> Any | None:
 
 def delete_overlay(conn: Any, overlay: Overlay) -> str | None:
     """Delete the run's overlay; None when done or already gone, else the problem."""
-    libvirt = _lv()
+    libvirt = load_libvirt()
     try:
         vol = _find_volume(conn, overlay.path, overlay.name)
         if vol is None:
@@ -232,7 +232,7 @@ def release_pool(conn: Any, name: str) -> bool:
 
     Destroying a transient dir pool forgets it; no file is touched.
     """
-    libvirt = _lv()
+    libvirt = load_libvirt()
     if not POOL_RE.match(name):
         return False
     try:

@@ -2,7 +2,8 @@
 
 While a VM exists, SIGTERM raises KeyboardInterrupt so that pytest ends the session the way
 it does on Ctrl-C, running fixture teardown. During teardown itself SIGINT and SIGTERM are
-noted and held back: a VM half torn down is worse than a few seconds' wait.
+noted and held back (and raised again after, where the caller asks): a VM half torn down
+is worse than a few seconds' wait.
 """
 
 from __future__ import annotations
@@ -39,18 +40,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def signals_held(received: list[str]) -> Iterator[None]:
-    """Inside, SIGINT and SIGTERM only append their name to ``received``."""
+def signals_held(received: list[str] | None = None, *, deliver: bool = False) -> Iterator[None]:
+    """Inside, SIGINT and SIGTERM are held: each appends its name to ``received``. With
+    ``deliver``, each one held is raised again (once) after the block, to the handler it
+    would have reached; without, the caller reports them."""
     if not _main_thread():
         yield
         return
+    got: list[str] = received if received is not None else []
+    start = len(got)
 
     def note(signum: int, _frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
+        got.append(signal.Signals(signum).name)
 
     previous: dict[int, Any] = {s: signal.signal(s, note) for s in HANDLED}
     try:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if deliver:
+            for name in dict.fromkeys(got[start:]):
+                signal.raise_signal(signal.Signals[name])
