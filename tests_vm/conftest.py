@@ -26,8 +26,8 @@ import pytest
 from dbc_accept.facts import HostFacts
 from dbc_accept.facts.gpu_guest import gather_kernel_log
 from dbc_accept.guest.probe import ProbeRunner
-from dbc_accept.guest.profiles import profile
 from dbc_accept.guest.slots import KERNEL_LOG_BEFORE_BURN, Slot, expected_gpu_count, gpu_slots
+from dbc_accept.guest.thresholds import Thresholds, thresholds_for
 from dbc_accept.messages import fill
 from dbc_accept.verdict import FactError
 
@@ -39,7 +39,7 @@ PROBE_TIMEOUT = {"gpu_free": 60, "torch_info": 120, "nvml": 60, "matmul": 300, "
 def pytest_configure(config: pytest.Config) -> None:
     name = str(config.getoption("dbc_profile"))
     try:
-        profile(name)
+        thresholds_for(name)
     except KeyError as exc:
         raise pytest.UsageError(f"--profile: {exc.args[0]}") from None
     expect = config.getoption("dbc_expect_gpus")
@@ -103,9 +103,9 @@ def guest_facts(guest: Any, request: pytest.FixtureRequest) -> HostFacts:
 
 
 @pytest.fixture(scope="session")
-def thresholds(request: pytest.FixtureRequest) -> dict[str, Any]:
+def thresholds(request: pytest.FixtureRequest) -> Thresholds:
     """The --profile's entry of dbc_accept/data/profiles.json."""
-    return profile(str(request.config.getoption("dbc_profile")))
+    return thresholds_for(str(request.config.getoption("dbc_profile")))
 
 
 def _kernel_log(guest: Any) -> str | FactError:
