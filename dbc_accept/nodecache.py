@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dbc_accept import inline
 from dbc_accept.facts import (
     NodeOptions,
     cpu,
@@ -31,7 +32,7 @@ from dbc_accept.facts import (
     sysinfo,
     virt,
 )
-from dbc_accept.facts.libvirtconn import DEFAULT_URI, PROBE, VIRSH_PROBE
+from dbc_accept.facts.libvirtconn import DEFAULT_URI
 from dbc_accept.noderead import READER, decode_reply, encode_request
 from dbc_accept.secrecy import register_node_dat
 from dbc_accept.target import CommandResult, Target
@@ -64,13 +65,13 @@ def declared(options: NodeOptions) -> dict[str, Any]:
     uri = options.libvirt_uri or DEFAULT_URI
     image_paths = sorted({images.TEMPLATE, options.vm_image or images.TEMPLATE})
     cmds: list[tuple[Sequence[str], float]] = [
-        (cpu.KVM_PROBE_ARGV, 30.0), (kernel.DMESG_ARGV, 30.0),
+        (inline.argv("kvm"), 30.0), (kernel.DMESG_ARGV, 30.0),
         (["systemctl", "is-active", libvirtd.SERVICE], 30.0),
         (["systemctl", "is-enabled", libvirtd.SERVICE], 30.0),
         (["xfs_info", storage.DATA], 30.0),
         (["df", "-B1", "--output=size,target", storage.DATA], 30.0),
-        (["sh", "-c", storage.WRITE_PROBE, "sh", storage.DATA], 30.0),
-        (["python3", "-c", PROBE, uri], 60.0), (["python3", "-c", VIRSH_PROBE, uri], 60.0),
+        (inline.argv("data-write", "sh", storage.DATA), 30.0),
+        (inline.argv("libvirt", uri), 60.0), (inline.argv("libvirt-virsh", uri), 60.0),
         (sysinfo.GPU_QUERY, 20.0), (["nvidia-smi"], 20.0),  # for the report
     ]
     cmds += [(["od", "-An", "-v", "-tx1", "-N", str(images.HEADER_BYTES), "--", p], 30.0)

@@ -20,9 +20,9 @@ __all__ = ["DEFAULT_IMAGE", "DEFAULT_URI", "add_options", "guest_profiles"]
 
 def guest_profiles() -> list[str]:
     """The names --profile accepts (dbc_accept/data/profiles.json)."""
-    from dbc_accept.guest.profiles import profiles
+    from dbc_accept.guest.thresholds import all_thresholds
 
-    return sorted(profiles())
+    return sorted(all_thresholds())
 
 
 def add_options(parser: pytest.Parser) -> None:

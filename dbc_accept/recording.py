@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dbc_accept.inline import probe_key
 from dbc_accept.secrecy import new_key, register_node_dat, scrub_lines, snapshot_argv, snapshot_text
 from dbc_accept.snapshot import (
     FORMAT,
@@ -144,8 +145,10 @@ class RecordingTarget:
         cmd = top / "cmd"
         cmd.mkdir(exist_ok=True)
         for argv, result in sorted(self.commands.items()):
-            record = {"argv": snapshot_argv(argv), "rc": result.rc,
-                      "stdout": scrub_lines(result.stdout), "stderr": scrub_lines(result.stderr)}
+            probe = probe_key(argv)  # an in-line probe: found by it whatever its text
+            record = {"argv": snapshot_argv(argv), **({"probe": probe} if probe else {}),
+                      "rc": result.rc, "stdout": scrub_lines(result.stdout),
+                      "stderr": scrub_lines(result.stderr)}
             (cmd / f"{command_slug(argv)}.json").write_text(
                 json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         (top / META_FILE).write_text(

@@ -208,10 +208,10 @@ def _check_vm(s: Settings) -> None:
 
 def _check_in_guest(s: Settings) -> None:
     """--profile, --expect-gpus and --stress-seconds."""
-    from dbc_accept.guest.profiles import profile
+    from dbc_accept.guest.thresholds import thresholds_for
 
     try:
-        profile(s.profile)
+        thresholds_for(s.profile)
     except KeyError as exc:
         raise pytest.UsageError(f"--profile: {exc.args[0]}") from None
     if s.expect_gpus is not None and s.expect_gpus < 0:

@@ -5,11 +5,13 @@ Layout (see docs/snapshot.md)::
     DIR/snapshot.json    {"format": 1, "hostname": ..., "captured_at": ..., ...}
     DIR/fs/<host path>   files and symbolic links at their host paths
     DIR/cmd/<slug>.json  {"argv": [...], "rc": 0, "stdout": "...", "stderr": "..."}
+                         (an in-line probe's record also has "probe": "NAME@VERSION")
 
 A path missing from the snapshot reads as missing on the host; a command missing from
-it behaves like a command that is not installed (rc 127). A captured folder listing is
-kept in ``<folder>/.dbc-listing`` (a JSON list of names), so that the folder lists the
-same names on replay even where an entry's content was not captured.
+it behaves like a command that is not installed (rc 127). An in-line probe
+(:mod:`dbc_accept.inline`) is found by name and version, whatever its text. A captured
+folder listing is kept in ``<folder>/.dbc-listing`` (a JSON list of names), so that the
+folder lists the same names on replay even where an entry's content was not captured.
 
 Secrets never enter a snapshot: the writer keeps only what :mod:`dbc_accept.secrecy`
 allows of each file. A snapshot is untrusted input: every path read resolves inside its
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dbc_accept.inline import stable_key
 from dbc_accept.secrecy import register_node_dat, snapshot_argv
 from dbc_accept.target import NOT_FOUND_RC, CommandResult
 
@@ -82,6 +85,7 @@ class SnapshotTarget:
         self.meta = load_meta(self.root)
         self.name = f"snapshot:{self.meta.get('hostname') or self.root.name}"
         self._fs_real = check_contained(self.root)
+        self._probes: dict[tuple[str, ...], Path] | None = None
 
     @property
     def hmac_key(self) -> bytes | None:
@@ -151,7 +155,7 @@ class SnapshotTarget:
         return sorted(names)
 
     def run(self, argv: Sequence[str], timeout: float = 30.0) -> CommandResult:
-        record = self.root / "cmd" / f"{command_slug(argv)}.json"
+        record = self._record(argv)
         try:
             data = json.loads(_read_capped(record, " ".join(argv)))
         except FileNotFoundError:
@@ -163,6 +167,39 @@ class SnapshotTarget:
             tuple(argv), int(data.get("rc", NOT_FOUND_RC)),
             str(data.get("stdout", "")), str(data.get("stderr", "")),
         )
+
+    def _record(self, argv: Sequence[str]) -> Path:
+        """The record of a command: by its exact argv, else an in-line probe by its key."""
+        exact = self.root / "cmd" / f"{command_slug(argv)}.json"
+        key = stable_key(argv)
+        if key is None or exact.is_file():
+            return exact
+        return self._probe_records().get(key, exact)
+
+    def _probe_records(self) -> dict[tuple[str, ...], Path]:
+        """The records of in-line probes by stable key, whatever text ran (read once)."""
+        if self._probes is None:
+            self._probes = {}
+            for record in sorted((self.root / "cmd").glob("*.json")):
+                if record.is_symlink():
+                    continue
+                try:
+                    data = json.loads(_read_capped(record, str(record)))
+                except (OSError, ValueError):
+                    continue
+                key = _record_key(data)
+                if key is not None:
+                    self._probes.setdefault(key, record)
+        return self._probes
+
+
+def _record_key(data: Any) -> tuple[str, ...] | None:
+    """The stable key of a command record that ran an in-line probe; None otherwise."""
+    argv = data.get("argv") if isinstance(data, dict) else None
+    if not isinstance(argv, list) or not all(isinstance(word, str) for word in argv):
+        return None
+    probe = data.get("probe")
+    return stable_key(argv, probe if isinstance(probe, str) else None)
 
 
 def _real_path(fs: Path, path: str, hops: int = 0) -> str:

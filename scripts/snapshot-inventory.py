@@ -18,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dbc_accept.recording import capture  # noqa: E402 - after the path is set
+from dbc_accept import inline  # noqa: E402 - after the path is set
+from dbc_accept.recording import capture  # noqa: E402
 from dbc_accept.snapshot import LISTING_FILE  # noqa: E402
 from dbc_accept.target import LocalTarget  # noqa: E402
 
@@ -43,9 +44,9 @@ def general(path: str, dbc_folders: set[str]) -> str:
 
 
 def command_line(argv: list[str]) -> str:
-    """An argv for reading: an in-line script is named, not printed."""
+    """An argv for reading: an in-line probe by its key, another in-line script named."""
     shown = []
-    for word in argv:
+    for word in inline.stable_key(argv) or argv:
         if "\n" in word:
             first = next((ln.strip() for ln in word.splitlines() if ln.strip()), "")
             shown.append(f"'<in-line script: {first[:40]}...>'")

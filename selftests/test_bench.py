@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from dbc_accept.bench import output, reference
+from dbc_accept.bench.lines import parse_env
 from dbc_accept.bench.profiles import DBC_MODELS, MODERN_MODELS, PROFILES, RunSpec, profile
 from dbc_accept.bench.reference import Setting, compare, normalize_gpu
 from dbc_accept.bench.runner import ProbeRun
@@ -232,7 +233,7 @@ def result_line(run_id: str, step_s: float, **extra: Any) -> dict[str, Any]:
 
 def bench_with(*lines: dict[str, Any]) -> CnnBench:
     bench = CnnBench("local", reference.load(), 0.85)
-    bench.probe = ProbeRun(env=H200_ENV, done=True)
+    bench.probe = ProbeRun(env=parse_env(H200_ENV), done=True)
     for line in lines:
         bench.probe.add(line)
     return bench
@@ -243,11 +244,11 @@ def test_row_csv_and_progress_line() -> None:
     run = RunSpec("resnet50", "train", "mixed", "single", 128)
     judged = bench.judged(run)
     r = judged.row
-    assert r["images_per_s"] == pytest.approx(4200, rel=1e-3)
-    assert r["reference_images_per_s"] == 4327 and r["verdict"] == "pass"
-    assert r["anchor_images_per_s"] == 4288
-    assert r["anchor_ratio"] == pytest.approx(4200 / 4288, abs=1e-4)
-    assert r["spread"] == 0.0 and r["cv"] == 0.0
+    assert r.images_per_s == pytest.approx(4200, rel=1e-3)
+    assert r.reference_images_per_s == 4327 and r.verdict == "pass"
+    assert r.anchor_images_per_s == 4288
+    assert r.anchor_ratio == pytest.approx(4200 / 4288, abs=1e-4)
+    assert r.spread == 0.0 and r.cv == 0.0
     rows = list(csv.DictReader(io.StringIO(output.rows_to_csv([r]))))
     assert tuple(rows[0]) == output.FIELDS and rows[0]["model"] == "resnet50"
     line = output.progress_line(r)
@@ -277,7 +278,7 @@ def test_ddp_scaling_is_against_this_runs_single_gpu_figure() -> None:
     assert judged.scaling is not None
     assert judged.scaling.efficiency == pytest.approx(0.75)
     assert judged.scaling.against == "this run's resnet50-train-mixed-1gpu"
-    assert judged.row["scaling"] == pytest.approx(0.75) and "scaling 0.75" in \
+    assert judged.row.scaling == pytest.approx(0.75) and "scaling 0.75" in \
         output.progress_line(judged.row)
     # without the single-GPU run in this run (-k ddp): the single-GPU reference
     alone = bench_with(ddp_line("resnet50-train-mixed-ddp", 128 / 4327))
@@ -285,7 +286,7 @@ def test_ddp_scaling_is_against_this_runs_single_gpu_figure() -> None:
     assert sc is not None and sc.efficiency == pytest.approx(1.0, abs=1e-3)
     assert sc.against.startswith("the single-GPU reference, 4,327 images/s")
     one = bench_with(single).judged(RunSpec("resnet50", "train", "mixed", "single", 128))
-    assert one.scaling is None and one.row["scaling"] is None
+    assert one.scaling is None and one.row.scaling is None
 
 
 def test_ddp_throughput_is_the_slowest_ranks() -> None:
@@ -294,12 +295,12 @@ def test_ddp_throughput_is_the_slowest_ranks() -> None:
     slow = ddp_line("resnet50-train-mixed-ddp", 128 / 4000)
     slow["rank_median_s"] = [128 / 4000, 3 * 128 / 4000]
     judged = bench_with(single, slow).judged(RunSpec("resnet50", "train", "mixed", "ddp", 128))
-    assert judged.row["images_per_s_per_gpu"] == pytest.approx(4000 / 3, rel=1e-3)
+    assert judged.row.images_per_s_per_gpu == pytest.approx(4000 / 3, rel=1e-3)
     assert judged.scaling is not None and judged.scaling.efficiency == pytest.approx(1 / 3)
-    assert judged.row["verdict"] == "scaling low"
+    assert judged.row.verdict == "scaling low"
     even = bench_with(single, ddp_line("resnet50-train-mixed-ddp", 128 / 4000))
-    assert even.judged(RunSpec("resnet50", "train", "mixed", "ddp", 128)).row[
-        "verdict"] == "scaling ok"
+    assert even.judged(RunSpec("resnet50", "train", "mixed", "ddp", 128)).row.verdict == \
+        "scaling ok"
 
 
 def test_launch_bound_runs_are_reported_without_a_verdict() -> None:
@@ -323,7 +324,7 @@ def test_launch_bound_runs_are_reported_without_a_verdict() -> None:
     line["spec"] = {**line["spec"], "parallel": "dp", "batch": 6, "legacy": True}
     line["batch"], line["id"] = 6, "resnet50-train-fp32-dp-legacy"
     judged = bench_with(line).judged(RunSpec("resnet50", "train", "fp32", "dp", 6, legacy=True))
-    assert judged.row["verdict"] == "launch-bound" and judged.row["anchor_ratio"] == \
+    assert judged.row.verdict == "launch-bound" and judged.row.anchor_ratio == \
         pytest.approx(0.70, abs=1e-3)
 
 
@@ -340,7 +341,7 @@ def test_missing_and_failed_runs_fail() -> None:
 
 def test_no_gpu_and_skipped_runs_skip_with_the_reason() -> None:
     bench = bench_with()
-    bench.probe.env = {"kind": "env", "cuda_available": False, "torchvision": "0.26"}
+    bench.probe.env = parse_env({"kind": "env", "cuda_available": False, "torchvision": "0.26"})
     with pytest.raises(pytest.skip.Exception, match="no CUDA GPU on "):
         bench.judged(RunSpec("resnet50", "train", "mixed", "single", 128))
     bench = bench_with({"kind": "result", "id": "resnet50-train-mixed-ddp", "status": "skipped",

@@ -203,7 +203,7 @@ def test_ddp_runs_one_process_per_rank_and_gathers_their_medians(tmp_path: Path)
     assert set(run.results) == {"tiny_cnn-train-fp32-1gpu", "tiny_cnn-train-fp32-ddp",
                                 "tiny_cnn-infer-fp32-ddp"}
     for rid in ("tiny_cnn-train-fp32-ddp", "tiny_cnn-infer-fp32-ddp"):
-        res = run.results[rid]
+        res = next(ln for ln in lines if ln.get("id") == rid)  # the line as printed
         assert res["status"] == "ok", res
         assert res["spec"]["world"] == 2 and len(res["rank_median_s"]) == 2
         assert all(m is not None and m > 0 for m in res["rank_median_s"])
@@ -240,9 +240,9 @@ def test_probe_without_torchvision_says_so(tmp_path: Path) -> None:
     run = run_probe(LocalGuest(workdir=str(tmp_path)), plan, lines.append, timeout=120)
     assert run.done and run.rc == 0
     assert [ln["kind"] for ln in lines] == ["env", "result", "done"]
-    assert run.env["torchvision"] is None
-    assert "torchvision is not installed" in run.env["torchvision_error"]
-    assert run.results["resnet50-train-mixed-1gpu"]["status"] == "skipped"
+    assert run.env.torchvision is None
+    assert "torchvision is not installed" in run.env.torchvision_error
+    assert run.results["resnet50-train-mixed-1gpu"].status == "skipped"
 
 
 def test_parse_line_ignores_other_output() -> None:
@@ -294,14 +294,14 @@ def test_whole_probe_on_cpu_with_a_stand_in_torchvision(tmp_path: Path) -> None:
         mp.setenv("PYTHONPATH", str(tmp_path / "site"))
         run = run_probe(guest, plan, lines.append, timeout=120)
     assert run.done, run.stderr_tail
-    assert run.env["torchvision"] == "0.0+stand-in"
+    assert run.env.torchvision == "0.0+stand-in"
     train = run.results["resnet18-train-mixed-1gpu"]
-    assert train["status"] == "ok" and train["dtype"] == "bfloat16" and train["batch"] == 4
-    assert run.results["resnet18-infer-mixed-1gpu"]["status"] == "ok"
+    assert train.status == "ok" and train.dtype == "bfloat16" and train.batch == 4
+    assert run.results["resnet18-infer-mixed-1gpu"].status == "ok"
     missing = run.results["resnet50-train-mixed-1gpu"]
-    assert missing["status"] == "skipped" and "has no model resnet50" in missing["reason"]
+    assert missing.status == "skipped" and "has no model resnet50" in missing.reason
     row = output.row(train, run.env, *output.judge(train, run.env, reference.load(), 0.85))
-    assert row["verdict"] == "no reference" and row["gpu"] == "cpu"
+    assert row.verdict == "no reference" and row.gpu == "cpu"
 
 
 class RemoteGuest:

@@ -1,8 +1,11 @@
 """The report's story: its first screen, the node's facts, the benchmark table and plot."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from dbc_accept.bench.output import BenchRow
 from dbc_accept.facts import HostFacts
 from dbc_accept.report.front import fixes_html, front_html
 from dbc_accept.report.html import BENCH_COLUMNS, bench_table
@@ -13,10 +16,10 @@ from dbc_accept.story import group_findings
 from dbc_accept.verdict import Finding
 from selftests.snapshot_harness import BASE_SNAPSHOTS
 
-ROW = {"id": "resnet50-train-mixed-1gpu", "gpu": "NVIDIA H200", "images_per_s": 2596.2,
-       "reference_images_per_s": 4327, "ratio": 0.6, "verdict": "fail", "spread": 0.012,
-       "cv": 0.003, "batch": 128, "world": 1, "dtype": "bfloat16", "anchor_ratio": 0.61,
-       "anchor_label": "anchor", "scaling": None, "reference_source": "measured (三)"}
+ROW = BenchRow(id="resnet50-train-mixed-1gpu", gpu="NVIDIA H200", images_per_s=2596.2,
+               reference_images_per_s=4327, ratio=0.6, verdict="fail", spread=0.012,
+               cv=0.003, batch=128, world=1, dtype="bfloat16", anchor_ratio=0.61,
+               anchor_label="anchor", scaling=None, reference_source="measured (三)")
 
 
 def test_host_facts_name_each_gpu_by_pci_address_with_its_driver() -> None:
@@ -59,9 +62,9 @@ def test_plot_is_a_png_of_ratios() -> None:
     from dbc_accept.report.plot import _bar, bench_png
 
     assert _bar(ROW)[0] == pytest.approx(0.6)
-    assert _bar({**ROW, "ratio": None, "scaling": 0.7})[2].endswith("(scaling)")
-    assert bench_png([ROW, {**ROW, "id": "x (三)", "ratio": None}])[:4] == b"\x89PNG"
-    assert _bar({**ROW, "id": "run (十二)"})[2] == "run step 12"
+    assert _bar(replace(ROW, ratio=None, scaling=0.7))[2].endswith("(scaling)")
+    assert bench_png([ROW, replace(ROW, id="x (三)", ratio=None)])[:4] == b"\x89PNG"
+    assert _bar(replace(ROW, id="run (十二)"))[2] == "run step 12"
 
 
 def test_front_page_fixes_grouped_with_readable_steps() -> None:

@@ -27,8 +27,8 @@ import pytest
 from dbc_accept.facts import HostFacts
 from dbc_accept.facts.gpu_guest import gather_kernel_log
 from dbc_accept.guest.probe import ProbeRunner
-from dbc_accept.guest.profiles import profile
 from dbc_accept.guest.slots import KERNEL_LOG_BEFORE_BURN, Slot, expected_gpu_count, gpu_slots
+from dbc_accept.guest.thresholds import Thresholds, thresholds_for
 from dbc_accept.messages import fill
 from dbc_accept.settings import settings
 from dbc_accept.verdict import FactError
@@ -93,9 +93,9 @@ def guest_facts(guest: Any, request: pytest.FixtureRequest) -> HostFacts:
 
 
 @pytest.fixture(scope="session")
-def thresholds(request: pytest.FixtureRequest) -> dict[str, Any]:
+def thresholds(request: pytest.FixtureRequest) -> Thresholds:
     """The --profile's entry of dbc_accept/data/profiles.json."""
-    return profile(settings(request.config).profile)
+    return thresholds_for(settings(request.config).profile)
 
 
 def _kernel_log(guest: Any) -> str | FactError:

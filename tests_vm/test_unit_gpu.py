@@ -28,6 +28,7 @@ from dbc_accept.guest.slots import (
     health_gpu,
     inventory_gpu,
 )
+from dbc_accept.guest.thresholds import Thresholds
 from dbc_accept.messages import fill
 from dbc_accept.settings import settings
 from dbc_accept.verdict import check, observe, warn
@@ -37,12 +38,12 @@ Probe = Callable[[str], "dict[str, Any]"]
 
 
 def test_gpu_count(request: pytest.FixtureRequest, guest: Any, guest_facts: HostFacts,
-                   thresholds: dict[str, Any]) -> None:
+                   thresholds: Thresholds) -> None:
     inventory = guest_facts.get(gather_inventory)
     want = expected_gpu_count(request.config, guest)
     observe(gpus=[f"{g.index}: {g.name} {g.bus_id} [{g.device_id}]" for g in inventory])
     if want is None:
-        least = int(thresholds.get("gpu_min") or 1)
+        least = int(thresholds.gpu_min or 1)
         check(len(inventory) >= least, "guest.gpu_count", observed=f"{len(inventory)} GPU(s)",
               expected=f">= {least} GPU(s)")
         return
@@ -97,11 +98,11 @@ def test_cuda_available(probe: Probe, guest_facts: HostFacts) -> None:
           expected=f"{len(inventory)} (nvidia-smi's count)")
 
 
-def test_vram_total(slot: Slot, guest_facts: HostFacts, thresholds: dict[str, Any]) -> None:
+def test_vram_total(slot: Slot, guest_facts: HostFacts, thresholds: Thresholds) -> None:
     gpu = inventory_gpu(guest_facts.get(gather_inventory), slot)
     mib = gpu.memory_mib or 0
     observe(memory_mib=mib)
-    least = thresholds.get("vram_gib_min")
+    least = thresholds.vram_gib_min
     if least is not None:
         check(mib >= least * 1024, "guest.vram", observed=f"{mib:.0f} MiB",
               expected=f">= {least} GiB (profile)")
@@ -176,9 +177,9 @@ def test_clock_reasons(slot: Slot, guest_facts: HostFacts) -> None:
 
 
 def test_display(slot: Slot, guest: Any, guest_facts: HostFacts,
-                 thresholds: dict[str, Any]) -> None:
+                 thresholds: Thresholds) -> None:
     gpu = inventory_gpu(guest_facts.get(gather_inventory), slot)
-    want = thresholds.get("display_devices")
+    want = thresholds.display_devices
     if want is None:
         pytest.skip("the profile sets no display check")
     if (model_of(gpu.device_id) or {}).get("display") is False:

@@ -11,8 +11,8 @@ from dbc_accept.facts.cpu import gather_cpu_count
 from dbc_accept.facts.gpu_guest import gather_inventory
 from dbc_accept.facts.storage import gather_memory, gather_size
 from dbc_accept.guest.probe import ProbeRunner
-from dbc_accept.guest.profiles import GIB, gib, need
 from dbc_accept.guest.slots import expected_gpu_count
+from dbc_accept.guest.thresholds import GIB, Need, Thresholds, gib, need
 from dbc_accept.settings import settings
 from dbc_accept.verdict import check, observe
 
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.unit]
 
 
 def _need(request: pytest.FixtureRequest, guest: Any, facts: HostFacts,
-          thresholds: dict[str, Any]) -> Any:
+          thresholds: Thresholds) -> Need:
     """The thresholds for the GPUs this guest must have (or shows, when that is unknown)."""
     inventory = facts.try_get(gather_inventory) or []
     count = expected_gpu_count(request.config, guest)
@@ -29,7 +29,7 @@ def _need(request: pytest.FixtureRequest, guest: Any, facts: HostFacts,
 
 
 def test_cpu_cores(request: pytest.FixtureRequest, guest: Any, guest_facts: HostFacts,
-                   thresholds: dict[str, Any]) -> None:
+                   thresholds: Thresholds) -> None:
     want = _need(request, guest, guest_facts, thresholds)
     if want.cpus is None:
         pytest.skip(f"profile {settings(request.config).profile} sets no CPU threshold")
@@ -41,7 +41,7 @@ def test_cpu_cores(request: pytest.FixtureRequest, guest: Any, guest_facts: Host
 
 
 def test_memory(request: pytest.FixtureRequest, guest: Any, guest_facts: HostFacts,
-                thresholds: dict[str, Any]) -> None:
+                thresholds: Thresholds) -> None:
     want = _need(request, guest, guest_facts, thresholds)
     if want.ram_gib is None:
         pytest.skip(f"profile {settings(request.config).profile} sets no RAM threshold")
@@ -52,7 +52,7 @@ def test_memory(request: pytest.FixtureRequest, guest: Any, guest_facts: HostFac
 
 
 def test_root_disk(request: pytest.FixtureRequest, guest: Any, guest_facts: HostFacts,
-                   thresholds: dict[str, Any]) -> None:
+                   thresholds: Thresholds) -> None:
     want = _need(request, guest, guest_facts, thresholds)
     if want.root_disk_gib is None:
         pytest.skip(f"profile {settings(request.config).profile} sets no disk threshold")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict
 
+from dbc_accept.bench.lines import ProbeEnv, RunResult, parse_env, parse_result
 from dbc_accept.guest.probe import ProbeRunner
 
 PROBE = Path(__file__).parent.parent / "probes" / "cnn_bench.py"
@@ -22,21 +23,25 @@ Line = Dict[str, Any]
 class ProbeRun:
     """What one probe run reported: its environment, a result per run id, how it ended."""
 
-    env: Line = field(default_factory=dict)
-    results: dict[str, Line] = field(default_factory=dict)
+    env: ProbeEnv = field(default_factory=ProbeEnv)
+    results: dict[str, RunResult] = field(default_factory=dict)
     done: bool = False
     rc: int | None = None
     stderr_tail: str = ""
     wall_s: float = 0.0
 
-    def add(self, line: Line) -> None:
+    def add(self, line: Line) -> ProbeEnv | RunResult | None:
+        """Take one line of the probe, parsed; what it was (None: the done line, or noise)."""
         kind = line.get("kind")
         if kind == "env":
-            self.env = line
-        elif kind == "result" and isinstance(line.get("id"), str):
-            self.results[line["id"]] = line
-        elif kind == "done":
+            self.env = parse_env(line)
+            return self.env
+        if kind == "result" and isinstance(line.get("id"), str):
+            result = self.results[line["id"]] = parse_result(line)
+            return result
+        if kind == "done":
             self.done = True
+        return None
 
     def ended_early(self) -> str | None:
         """Why results may be missing (None when the probe finished)."""

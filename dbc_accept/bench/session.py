@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
 from dbc_accept.bench import output
-from dbc_accept.bench.output import MIN_SCALING
+from dbc_accept.bench.lines import ProbeEnv, RunResult
+from dbc_accept.bench.output import MIN_SCALING, BenchRow
 from dbc_accept.bench.profiles import Profile, RunSpec
 from dbc_accept.bench.reference import Comparison, ReferenceTable
 from dbc_accept.bench.runner import Line, ProbeRun, run_probe
@@ -30,10 +31,10 @@ MAX_SPREAD = 0.05
 class Judged:
     """A successful run, its statistics and its comparison with the reference."""
 
-    line: Line
+    line: RunResult
     summary: Summary
     comparison: Comparison
-    row: dict[str, Any]
+    row: BenchRow
     scaling: Scaling | None = None
 
 
@@ -55,7 +56,7 @@ class CnnBench:
     table: ReferenceTable
     min_ratio: float
     probe: ProbeRun = field(default_factory=ProbeRun)
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: dict[str, BenchRow] = field(default_factory=dict)
 
     def start(self, guest: Any, profile: Profile, ids: set[str],
               write: Callable[[str], None]) -> None:
@@ -67,8 +68,8 @@ class CnnBench:
         self.probe = ProbeRun()
 
         def on_line(line: Line) -> None:
-            self.probe.add(line)  # the env line first: the rows need the GPU's name
-            text = self._progress(line)
+            parsed = self.probe.add(line)  # the env line first: the rows need the GPU's name
+            text = self._progress(parsed)
             if text:
                 write(text)
 
@@ -81,39 +82,40 @@ class CnnBench:
         if why:
             write(f"cnn benchmark: {why}")
 
-    def _progress(self, line: Line) -> str | None:
-        if line.get("kind") == "env":
+    def _progress(self, line: ProbeEnv | RunResult | None) -> str | None:
+        if isinstance(line, ProbeEnv):
             return describe_env(line)
-        if line.get("kind") != "result":
+        if line is None:
             return None
-        if line.get("status") != "ok":
-            return f"{line['id']:<40} {line.get('status')}: {line.get('reason', '')}"
+        if line.status != "ok":
+            return f"{line.id:<40} {line.status}: {line.reason}"
         try:
             judged = self._judge(line)
         except (ValueError, KeyError) as exc:
-            return f"{line['id']:<40} unreadable result: {exc}"
+            return f"{line.id:<40} unreadable result: {exc}"
         return output.progress_line(judged.row)
 
-    def _judge(self, line: Line) -> Judged:
+    def _judge(self, line: RunResult) -> Judged:
         summary, cmp = output.judge(line, self.probe.env, self.table, self.min_ratio)
         row = output.row(line, self.probe.env, summary, cmp)
         scaling = self._scaling(line, cmp)
-        row["scaling"] = None if scaling is None else round(scaling.efficiency, 4)
+        row = replace(row, scaling=None if scaling is None else round(scaling.efficiency, 4))
         if scaling is not None and cmp.ok is None:  # a DDP run is judged on its scaling
-            row["verdict"] = "scaling ok" if scaling.efficiency >= MIN_SCALING else "scaling low"
-        self.rows[line["id"]] = row
+            row = replace(row, verdict="scaling ok" if scaling.efficiency >= MIN_SCALING
+                          else "scaling low")
+        self.rows[line.id] = row
         return Judged(line, summary, cmp, row, scaling)
 
-    def _scaling(self, line: Line, cmp: Comparison) -> Scaling | None:
+    def _scaling(self, line: RunResult, cmp: Comparison) -> Scaling | None:
         """Per-GPU DDP throughput against this run's single-GPU figure of the same model,
         mode and batch, else against the single-GPU reference; None for other runs."""
-        if line["spec"].get("parallel") != "ddp":
+        if line.setting is None or line.setting.parallel != "ddp":
             return None
-        single_id = line["id"].replace("-ddp", "-1gpu")
+        single_id = line.id.replace("-ddp", "-1gpu")
         single = self.probe.results.get(single_id)
-        if (single and single.get("status") == "ok" and single.get("times_s")
-                and single.get("batch") == line.get("batch")):
-            figure = summarize(single["times_s"], int(single["batch"])).images_per_s
+        if (single and single.status == "ok" and single.times_s
+                and single.batch is not None and single.batch == line.batch):
+            figure = summarize(list(single.times_s), single.batch).images_per_s
             return Scaling(cmp.measured / figure, cmp.measured, figure,
                            f"this run's {single_id}")
         ref = cmp.anchor if cmp.reference is None else None
@@ -126,24 +128,27 @@ class CnnBench:
         """The verdict material of ``spec``: skips or fails when there is none."""
         __tracebackhide__ = True
         env = self.probe.env
-        if env.get("error"):
-            fail("bench.software", observed=env["error"], expected=fill("torch {in_guest}", "en"))
-        if env and not env.get("cuda_available"):
+        if env.error:
+            fail("bench.software", observed=env.error, expected=fill("torch {in_guest}", "en"))
+        if env.reported and not env.cuda_available:
             pytest.skip(f"no CUDA GPU on {self.guest_name} "
                         "(torch.cuda.is_available() is False)")
-        if env and env.get("torchvision") is None:
-            fail("bench.software", observed=env.get("torchvision_error", "no torchvision"),
+        if env.reported and env.torchvision is None:
+            fail("bench.software", observed=env.torchvision_error or "no torchvision",
                  expected=fill("torchvision {in_guest}", "en"))
         line = self.probe.results.get(spec.id)
         if line is None:
             why = self.probe.ended_early() or "the probe reported nothing for it"
             fail("bench.missing", observed=f"no result for {spec.id}: {why}",
                  expected="one result line per run")
-        if line.get("status") == "skipped":
-            pytest.skip(f"{spec.id}: {line.get('reason', 'skipped by the probe')}")
-        if line.get("status") != "ok":
-            fail("bench.run", observed=f"{spec.id}: {line.get('reason', 'no reason given')}",
+        if line.status == "skipped":
+            pytest.skip(f"{spec.id}: {line.reason or 'skipped by the probe'}")
+        if line.status != "ok":
+            fail("bench.run", observed=f"{spec.id}: {line.reason or 'no reason given'}",
                  expected=f"{spec.model} runs ({spec.mode}, {spec.precision}, batch {spec.batch})")
+        if line.problem:
+            fail("bench.run", observed=f"could not parse the result of {spec.id}: {line.problem}",
+                 expected="a result line with every step's time")
         try:
             return self._judge(line)
         except (ValueError, KeyError) as exc:
@@ -151,13 +156,12 @@ class CnnBench:
                  expected="a result line with every step's time")
 
 
-def describe_env(env: Line) -> str:
+def describe_env(env: ProbeEnv) -> str:
     """One line about the guest's GPUs and software."""
-    if env.get("error"):
-        return f"guest: {env['error']}"
-    gpus = env.get("gpus") or []
-    names = sorted({g["name"] for g in gpus})
-    what = f"{len(gpus)} x {', '.join(names)}" if gpus else "no CUDA GPU"
-    return (f"guest: {what}; python {env.get('python')}, torch {env.get('torch')}, "
-            f"torchvision {env.get('torchvision')}, CUDA {env.get('cuda')}, "
-            f"mixed precision {env.get('mixed_dtype')}")
+    if env.error:
+        return f"guest: {env.error}"
+    names = sorted({g.name for g in env.gpus})
+    what = f"{len(env.gpus)} x {', '.join(names)}" if env.gpus else "no CUDA GPU"
+    return (f"guest: {what}; python {env.python}, torch {env.torch}, "
+            f"torchvision {env.torchvision}, CUDA {env.cuda}, "
+            f"mixed precision {env.mixed_dtype}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from dbc_accept import inline
 from dbc_accept.facts import read, read_optional
 from dbc_accept.facts.kernel import gather_cmdline
 from dbc_accept.target import NOT_FOUND_RC, Target
@@ -14,21 +15,10 @@ CPUINFO = "/proc/cpuinfo"
 IGNORE_MSRS = "/sys/module/kvm/parameters/ignore_msrs"
 KVM_API_VERSION = 12  # what every Linux since 2.6.22 answers to KVM_GET_API_VERSION
 
-# Run as `python3 -c KVM_PROBE` on the host: opens /dev/kvm and asks KVM_GET_API_VERSION
-# (ioctl 0xAE00), as kvm-ok does. Kept to Python 3.8 (Ubuntu 20.04's python3). Its argv is
-# the key of the command in snapshots, so any change needs the selftest snapshots regenerated.
-KVM_PROBE = (
-    "import fcntl, json, os\n"
-    "r = {'exists': os.path.exists('/dev/kvm'), 'api': None, 'error': ''}\n"
-    "try:\n"
-    "    fd = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)\n"
-    "    r['api'] = fcntl.ioctl(fd, 0xAE00)\n"
-    "    os.close(fd)\n"
-    "except OSError as e:\n"
-    "    r['error'] = '%s: %s' % (e.filename or 'ioctl KVM_GET_API_VERSION', e.strerror)\n"
-    "print(json.dumps(r))\n"
-)
-KVM_PROBE_ARGV = ("python3", "-c", KVM_PROBE)
+# The KVM probe (dbc_accept.inline) opens /dev/kvm and asks KVM_GET_API_VERSION; snapshots
+# know it by name and version, whatever its text.
+KVM_PROBE = inline.PROBES["kvm"].text
+KVM_PROBE_ARGV = inline.argv("kvm")
 
 
 @dataclass(frozen=True)
@@ -158,7 +148,7 @@ def parse_kvm_probe(text: str) -> KvmState:
 
 
 def gather_kvm(target: Target) -> KvmState:
-    result = target.run(KVM_PROBE_ARGV)
+    result = target.run(inline.argv("kvm"))
     source = "KVM_GET_API_VERSION on /dev/kvm (python3 -c ...)"
     if not result.ok:
         # Not result.describe(): it would quote the whole in-line script.

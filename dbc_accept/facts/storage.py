@@ -10,20 +10,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dbc_accept import inline
 from dbc_accept.facts import read
 from dbc_accept.target import Target
 from dbc_accept.verdict import FactError
 
 DATA = "/data"
 GIB = 1024**3
-# Creates and removes one hidden file: proves the kernel accepts a write (read-only
-# mounts, a full disk, a broken file system all fail here) and reports the mode the
-# guide sets with `chmod 777 /data`. The folder comes in as $1, never in the script.
-WRITE_PROBE = (
-    'stat -c "mode=%a owner=%U" -- "$1" || exit 2; '
-    'f=$(mktemp -p "$1" .dbc-accept-write.XXXXXX) || exit 3; '
-    'rm -f -- "$f" || exit 4; echo written=1'
-)
+# The write probe (dbc_accept.inline) creates and removes one hidden file in $1.
+WRITE_PROBE = inline.PROBES["data-write"].text
 
 
 @dataclass(frozen=True)
@@ -186,7 +181,7 @@ def gather_size(target: Target, path: str = DATA) -> int:
 
 
 def gather_write_probe(target: Target, path: str = DATA) -> WriteProbe:
-    out = target.run(["sh", "-c", WRITE_PROBE, "sh", path])
+    out = target.run(inline.argv("data-write", "sh", path))
     if out.rc in (126, 127):
         raise FactError(f"the write probe of {path}", out.describe())
     return parse_write_probe(out.stdout, out.rc, out.stderr)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dbc_accept.facts.gpu_guest import GpuHealth, GpuInventory, model_of
-from dbc_accept.guest.profiles import safe_id
+from dbc_accept.guest.thresholds import safe_id
 from dbc_accept.messages import fill
 from dbc_accept.settings import settings
 from dbc_accept.verdict import FactError, fail

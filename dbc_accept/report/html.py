@@ -7,7 +7,7 @@ import json
 from html import escape
 from typing import Any
 
-from dbc_accept.bench.output import time_split
+from dbc_accept.bench.output import BenchRow, time_split
 from dbc_accept.messages import t
 from dbc_accept.remedies import localized
 from dbc_accept.report.redact import Redactor
@@ -59,7 +59,7 @@ def test_extras(result: TestResult, r: Redactor) -> list[str]:
     return blocks
 
 
-def bench_table(rows: list[dict[str, Any]]) -> str:
+def bench_table(rows: list[BenchRow]) -> str:
     """The benchmark table: one row per run, headings in words with their units."""
     head = "".join(f"<th>{escape(label)}</th>" for _, label, _ in BENCH_COLUMNS)
     body = "".join(
@@ -68,8 +68,8 @@ def bench_table(rows: list[dict[str, Any]]) -> str:
     return f"<table class='dbc-bench'><tr>{head}</tr>{body}</table>"
 
 
-def _cell(row: dict[str, Any], key: str, kind: str) -> str:
-    value = row.get(key)
+def _cell(row: BenchRow, key: str, kind: str) -> str:
+    value = getattr(row, key)
     if value is None or value == "":
         return ""
     if kind == "number" and isinstance(value, (int, float)):
@@ -77,12 +77,12 @@ def _cell(row: dict[str, Any], key: str, kind: str) -> str:
     if kind == "percent" and isinstance(value, (int, float)):
         return f"{100 * value:.1f}"
     if kind in ("ratio", "anchor") and isinstance(value, (int, float)):
-        label = f" of the {row.get('anchor_label', 'anchor')} figure" if kind == "anchor" else ""
+        label = f" of the {row.anchor_label} figure" if kind == "anchor" else ""
         return f"{value:.2f}{label}"
     return str(value)
 
 
-def summary_html(folder: str, info: dict[str, Any], rows: list[dict[str, Any]],
+def summary_html(folder: str, info: dict[str, Any], rows: list[BenchRow],
                  png: bytes | None, attachments: dict[str, str], r: Redactor) -> str:
     """The block above the results table: where the folder is, the benchmark, run texts."""
     parts = [f"<p>Result folder: <code>{escape(folder)}</code></p>"]

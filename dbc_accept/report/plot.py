@@ -8,9 +8,8 @@ single-GPU figure). Every text is ASCII: the plot's font has no CJK glyphs.
 from __future__ import annotations
 
 import io
-from typing import Any
 
-from dbc_accept.bench.output import MIN_SCALING
+from dbc_accept.bench.output import MIN_SCALING, BenchRow
 from dbc_accept.guide import readable
 
 COLORS = {"pass": "#2e7d32", "fail": "#c62828", "no reference": "#757575"}
@@ -21,21 +20,21 @@ def _ascii(text: str) -> str:
     return readable(text, ascii_only=True).encode("ascii", "replace").decode()
 
 
-def _bar(r: dict[str, Any]) -> tuple[float | None, str, str]:
+def _bar(r: BenchRow) -> tuple[float | None, str, str]:
     """A row's bar: its share of the reference (or DDP scaling), colour and label."""
-    if r.get("ratio") is not None:
-        return float(r["ratio"]), COLORS.get(str(r["verdict"]), "#757575"), _ascii(str(r["id"]))
-    if r.get("scaling") is not None:
-        ok = float(r["scaling"]) >= MIN_SCALING
-        return float(r["scaling"]), DDP_COLORS[ok], _ascii(f"{r['id']} (scaling)")
-    return None, COLORS["no reference"], _ascii(f"{r['id']} (no reference)")
+    if r.ratio is not None:
+        return float(r.ratio), COLORS.get(r.verdict, "#757575"), _ascii(r.id)
+    if r.scaling is not None:
+        ok = float(r.scaling) >= MIN_SCALING
+        return float(r.scaling), DDP_COLORS[ok], _ascii(f"{r.id} (scaling)")
+    return None, COLORS["no reference"], _ascii(f"{r.id} (no reference)")
 
 
-def bench_png(rows: list[dict[str, Any]], min_ratio: float = 0.85) -> bytes:
+def bench_png(rows: list[BenchRow], min_ratio: float = 0.85) -> bytes:
     """A horizontal bar per run: its share of the reference, 1.0 and the pass line marked."""
     from matplotlib.figure import Figure  # the Agg canvas, no pyplot and no display needed
 
-    rows = sorted(rows, key=lambda r: str(r["id"]), reverse=True)
+    rows = sorted(rows, key=lambda r: r.id, reverse=True)
     fig = Figure(figsize=(9, max(2.5, 0.26 * len(rows) + 1.4)), layout="constrained")
     ax = fig.subplots()
     bars = [_bar(r) for r in rows]
@@ -54,7 +53,7 @@ def bench_png(rows: list[dict[str, Any]], min_ratio: float = 0.85) -> bytes:
     ax.set_xlabel("share of the reference (images/s of the run / images/s of the reference; "
                   "green pass, red fail)\nDDP rows without a reference: scaling, blue when "
                   f">= {MIN_SCALING:.2f}, orange below")
-    gpu = _ascii(str(rows[0]["gpu"])) if rows else ""
+    gpu = _ascii(rows[0].gpu) if rows else ""
     ax.set_title(f"CNN throughput on {gpu}, as a share of the reference")
     ax.grid(axis="x", alpha=0.3)
     buf = io.BytesIO()

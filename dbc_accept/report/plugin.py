@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from dbc_accept.bench.output import BenchRow
 from dbc_accept.report import folder as rf
 from dbc_accept.report.attachments import attach, item_attachments, new_session_attachments
 from dbc_accept.report.redact import Redactor, redactor
@@ -49,7 +50,7 @@ class ReportState:
     min_ratio: float = 0.85  # --bench-min-ratio: the plot's pass line
 
     @property
-    def bench_rows(self) -> list[dict[str, Any]]:
+    def bench_rows(self) -> list[BenchRow]:
         return [r.bench for r in self.results.values() if r.bench]
 
 
@@ -206,7 +207,8 @@ def write_folder(state: ReportState, config: pytest.Config, exitstatus: int) -> 
     rows = state.bench_rows
     if rows:
         rf.write_text(f / "bench.csv", rows_to_csv(rows), r)
-        rf.write_json(f / "bench.json", {"rows": rows, "time_split_s": time_split(rows)}, r)
+        rf.write_json(f / "bench.json", {"rows": [row.as_dict() for row in rows],
+                                         "time_split_s": time_split(rows)}, r)
         png = _png(state)
         if png:
             (f / "bench.png").write_bytes(png)  # an image: nothing to scrub

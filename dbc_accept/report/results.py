@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from dbc_accept.bench.output import BenchRow, row_of
+
 MAX_TEXT = 4000
 
 
@@ -26,7 +28,7 @@ class TestResult:
     message: str = ""  # the failure text or the skip reason
     values: dict[str, Any] = field(default_factory=dict)  # observe(...) of the test
     findings: list[dict[str, Any]] = field(default_factory=list)
-    bench: dict[str, Any] | None = None
+    bench: BenchRow | None = None  # a benchmark test's row
     attachments: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,7 +71,8 @@ def update(result: TestResult, report: pytest.TestReport) -> None:
         if report.when == "call":
             result.findings = findings
             result.values = dict(p.get("dbc_observed", {}))
-            result.bench = p.get("dbc_bench")
+            bench = p.get("dbc_bench")
+            result.bench = row_of(bench) if bench else None
         warned = any(f.get("level") == "warn" for f in result.findings)
         if result.outcome in ("passed", "warned") or not report.passed:
             result.outcome = _outcome(report, warned)
