@@ -11,7 +11,8 @@ from typing import Callable
 
 from dbc_accept.target import CommandResult
 
-Run = Callable[[Sequence[str]], CommandResult]
+# a string: Python 3.8 cannot subscript collections.abc.Sequence at run time
+Run = Callable[["Sequence[str]"], CommandResult]
 
 
 class ScriptedWorker:
