@@ -6,9 +6,10 @@ holds the 32-bit pattern; 64 passes), address-in-address and seeded random. Ever
 writes and verifies whole chunks with a few whole-tensor kernels and counts, on the device,
 the verifications that found a wrong word; the counter is read once per pattern: no per-word
 Python, no host round trip per chunk. A walking pass verifies a chunk by its least and
-greatest word (one read, no temporary; torch < 1.11 compares word by word). Address-in-address and random repeat a small table (an
-odd prime number of words, kept in the GPU's cache) along the chunk, so that writing and
-verifying read the memory under test only once each:
+greatest word (one read, no temporary; torch < 1.11 compares word by word).
+Address-in-address and random repeat a small table (an odd prime number of words, kept in
+the GPU's cache) along the chunk, so that writing and verifying read the memory under test
+only once each:
 - address: word i of chunk n holds n and i mod P1, then (complemented) n and i mod P2; P1, P2
   distinct odd primes with P1 * P2 above the words of a chunk, so the two passes tell every
   word of the region apart (Chinese remainder theorem) and catch any address aliasing, and
