@@ -109,6 +109,31 @@ def test_each_vram_pattern_finds_a_flipped_bit(pattern: str, word: int) -> None:
     assert int(errors) == 1
 
 
+class _TorchWithoutAminmax:
+    """torch as versions before 1.11 have it: no ``aminmax``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "aminmax":
+            raise AttributeError(name)
+        return getattr(torch, name)
+
+
+@pytest.mark.parametrize("old_torch", [False, True])
+def test_vram_value_check_finds_the_wrong_words(old_torch: bool) -> None:
+    """One word above or below the pattern, or every word wrong, is found with aminmax and
+    with the word-by-word comparison of older torch alike."""
+    vram = load("vram")
+    tm = _TorchWithoutAminmax() if old_torch else torch
+    value = vram._as_int64(0xFFFFFFFEFFFFFFFE)
+    buf = torch.full((1 << 12,), value, dtype=torch.int64)
+    assert int(vram.wrong_value(tm, buf, value)) == 0
+    for word, flip in ((0, 1), (4095, 1 << 63), (77, 1 << 32)):
+        buf[word] ^= flip
+        assert int(vram.wrong_value(tm, buf, value)) == 1, (word, flip)
+        buf[word] ^= flip
+    assert int(vram.wrong_value(tm, buf.add(1), value)) == 1
+
+
 def test_vram_pass_completed_after_the_time_limit_counts() -> None:
     """Time is up before the patterns start: each still writes and verifies once, and
     counts that pass (the test is complete)."""

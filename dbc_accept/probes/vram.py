@@ -5,9 +5,11 @@ Patterns, over 64-bit words: walking ones then walking zeros (each 32-bit half o
 holds the 32-bit pattern; 64 passes), address-in-address and seeded random. Every pass
 writes and verifies whole chunks with a few whole-tensor kernels and counts, on the device,
 the verifications that found a wrong word; the counter is read once per pattern: no per-word
-Python, no host round trip per chunk. Address-in-address and random repeat a small table (an
-odd prime number of words, kept in the GPU's cache) along the chunk, so that writing and
-verifying read the memory under test only once each:
+Python, no host round trip per chunk. A walking pass verifies a chunk by its least and
+greatest word (one read, no temporary; torch < 1.11 compares word by word).
+Address-in-address and random repeat a small table (an odd prime number of words, kept in
+the GPU's cache) along the chunk, so that writing and verifying read the memory under test
+only once each:
 - address: word i of chunk n holds n and i mod P1, then (complemented) n and i mod P2; P1, P2
   distinct odd primes with P1 * P2 above the words of a chunk, so the two passes tell every
   word of the region apart (Chinese remainder theorem) and catch any address aliasing, and
@@ -74,6 +76,18 @@ def wrong(torch, buf, expected):
     return torch.ne(buf, expected).any()
 
 
+def wrong_value(torch, buf, value):
+    """1 (a zero-dim tensor, no host wait) when any word of ``buf`` differs from ``value``:
+    its least and greatest words, found in one read of ``buf`` with no temporary (torch >=
+    1.11), must both be ``value``; older torch compares every word (``wrong``), which writes
+    and reads a boolean per word besides."""
+    aminmax = getattr(torch, "aminmax", None)
+    if aminmax is None:
+        return wrong(torch, buf, value)
+    least, most = aminmax(buf)
+    return (least != value) | (most != value)
+
+
 def count_tiled(torch, buf, table, errors):
     """Add to ``errors`` 1 for each part of ``buf`` (the repeated body, the tail) holding a
     word that differs from ``table`` repeated."""
@@ -92,7 +106,7 @@ def walking(torch, chunks, deadline, errors):
             for buf in chunks:
                 buf.fill_(value)
             for buf in chunks:
-                errors += wrong(torch, buf, value)
+                errors += wrong_value(torch, buf, value)
             passes += 1
             if dbcprobe.past(deadline):
                 return passes
