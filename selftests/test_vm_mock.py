@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from dbc_accept import gpuids
 from dbc_accept.target import CommandResult
 from dbc_accept.vm import reaper
 from dbc_accept.vm.domain_xml import build_domain_xml, hostdev_addresses, parse_run_tag
@@ -277,6 +278,52 @@ def test_gpu_not_on_vfio_is_refused(conn: Any, template: str) -> None:
     assert info.value.check == "gpu.vfio_bound"
     with pytest.raises(VmRefused, match="needs --vm-virt-type kvm"):
         TestVm(_spec(template, virt_type="qemu"), target=VFIO_HOST).create()
+
+
+class VendorTarget(SysfsTarget):
+    """VFIO_HOST whose functions read as made by ``vendor``."""
+
+    def __init__(self, vendor: str) -> None:
+        super().__init__(dict(VFIO_HOST.drivers))
+        self.vendor = vendor
+
+    def read_text(self, path: str) -> str:
+        if path.endswith("/vendor"):
+            return f"0x{self.vendor}\n"
+        raise FileNotFoundError(path)
+
+
+@pytest.fixture()
+def stand_in_ids() -> Iterator[None]:
+    gpuids.set_gpu_ids(("8086:10d3",))
+    yield
+    gpuids.reset()
+
+
+@pytest.mark.usefixtures("stand_in_ids")
+def test_qemu_passes_through_a_stand_in_of_gpu_ids(conn: Any, template: str) -> None:
+    before_doms, before_vols = _names(conn), _volumes(conn)
+    vm = TestVm(_spec(template, virt_type="qemu"), target=VendorTarget("8086"))
+    vm.create()
+    xml = vm.domain_xml()
+    assert ET.fromstring(xml).get("type") == "qemu"
+    assert hostdev_addresses(xml) == [GPU, GPU_AUDIO]
+    assert vm.teardown(graceful_timeout=0.2) == []
+    assert _names(conn) == before_doms and _volumes(conn) == before_vols
+
+
+@pytest.mark.usefixtures("stand_in_ids")
+def test_qemu_still_refuses_nvidia_functions(conn: Any, template: str) -> None:
+    before = _names(conn)
+    with pytest.raises(VmRefused, match=f"needs --vm-virt-type kvm here .NVIDIA functions "
+                                        f"{GPU}, {GPU_AUDIO}") as info:
+        TestVm(_spec(template, virt_type="qemu"), target=VendorTarget("10de")).create()
+    assert info.value.check == "vm.virt_type"
+    gpuids.set_gpu_ids(("10de:2204",))  # an NVIDIA id named by --gpu-ids is no stand-in
+    with pytest.raises(VmRefused, match=r"needs --vm-virt-type kvm here .a GPU here: function "
+                                        r"with a --gpu-ids id .10de:2204"):
+        TestVm(_spec(template, virt_type="qemu"), target=VFIO_HOST).create()
+    assert _names(conn) == before
 
 
 def test_name_collision_never_overwrites(conn: Any, template: str) -> None:
