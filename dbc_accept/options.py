@@ -48,7 +48,8 @@ def add_options(parser: pytest.Parser) -> None:
                      "DBC_ACCEPT_GPU_IDS)")
     g.addoption("--vm-virt-type", dest="dbc_vm_virt_type", default="kvm",
                 choices=("kvm", "qemu"),
-                help="kvm (default) or qemu (software emulation, no passthrough)")
+                help="kvm (default) or qemu (software emulation; passes through only a "
+                     "--gpu-ids stand-in)")
     g.addoption("--vm-memory", dest="dbc_vm_memory", metavar="MiB", type=int, default=None,
                 help="test VM memory in MiB (default: sized as check_env does)")
     g.addoption("--vm-vcpus", dest="dbc_vm_vcpus", metavar="N", type=int, default=None,

@@ -19,6 +19,8 @@ NEEDS_SERVICES = [
     "test_cleanup_ownership.py",  # libvirtd and qemu-img
     "test_secrets_running_node.py",  # a process named dbc: never beside other files
     "test_node_e2e.py",  # the node in miniature booted under qemu
+    "test_node_passthrough.py",  # the same, with a nested test VM
+    "test_node_fix.py",  # the fresh node, its fix script and a reboot
 ]
 PORTABLE = bool(os.environ.get("DBC_SELFTEST_PORTABLE"))
 collect_ignore = NEEDS_SERVICES if PORTABLE else []

@@ -14,7 +14,9 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,9 @@ NODE_REPO = "/root/dbc-accept"
 WHEELS = "/opt/dbc-accept-wheels"
 VENV = "/opt/dbc-accept-venv"  # the dependencies, installed when the image was built
 BOOT_LIMIT = 600.0
+BOOT_ARGS = "root=/dev/vda rw console=ttyS0"  # as scripts/build-node-image.sh puts them first
+# What update-grub would put on the kernel line: GRUB_CMDLINE_LINUX then ..._DEFAULT.
+GRUB_LINE = '. /etc/default/grub; echo "$GRUB_CMDLINE_LINUX $GRUB_CMDLINE_LINUX_DEFAULT"'
 
 
 def node_images() -> dict[str, str]:
@@ -137,6 +142,26 @@ class Node:
             time.sleep(1)
         (self.run_dir / "qemu.pid").unlink(missing_ok=True)
 
+    def reboot(self, limit: float = BOOT_LIMIT) -> float:
+        """Boot again as GRUB would now: the node's kernel line and initrd; seconds to SSH.
+
+        qemu boots the kernel directly, so what update-grub and update-initramfs wrote in the
+        node is copied out first: the line from /etc/default/grub to RUN_DIR/cmdline, the
+        running kernel's initrd to RUN_DIR/initrd.img (start-node.sh boots both).
+        """
+        line = self.ssh(GRUB_LINE, timeout=60)
+        assert line.returncode == 0, line.stdout
+        initrd = subprocess.run(self.ssh_argv('cat "/boot/initrd.img-$(uname -r)"'),
+                                capture_output=True, timeout=300)
+        assert initrd.returncode == 0 and initrd.stdout, initrd.stderr.decode(errors="replace")
+        self.ssh("sync", timeout=120)
+        self.stop()
+        (self.run_dir / "cmdline").write_text(f"{BOOT_ARGS} {line.stdout.strip()}\n")
+        (self.run_dir / "initrd.img").write_bytes(initrd.stdout)
+        (self.run_dir / "serial.log").unlink(missing_ok=True)
+        self.start()
+        return self.wait_ssh(limit)
+
     def monitor(self, command: str) -> str:
         """One command of qemu's human monitor, its answer."""
         with socket.socket(socket.AF_UNIX) as s:
@@ -156,6 +181,49 @@ class Node:
             except socket.timeout:
                 pass
         return out.decode(errors="replace")
+
+
+@contextlib.contextmanager
+def booted(variant: str, run_dir: Path, copy: bool = True) -> Iterator[Node]:
+    """A node of ``variant`` booted, the checkout copied in (``copy``); stopped afterwards."""
+    t0 = time.monotonic()
+    node = Node(variant, run_dir, node_images())
+    node.timings["images_s"] = time.monotonic() - t0
+    node.start()
+    try:
+        node.timings["boot_s"] = node.wait_ssh()
+        if copy:
+            t0 = time.monotonic()
+            node.copy_repo()
+            node.timings["copy_s"] = time.monotonic() - t0
+        yield node
+    finally:
+        node.stop()
+        print(f"{variant} node timings: {node.timings}", file=sys.stderr)
+
+
+def controller_argv(node: Node, folder: Path) -> list[str]:
+    """The options that reach ``node`` from here over SSH (a throw-away ssh_config in folder)."""
+    config = folder / "ssh_config"
+    config.write_text("Host 127.0.0.1\n  StrictHostKeyChecking no\n"
+                      "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    return [f"--hosts=ssh://root@127.0.0.1:{node.port}", f"--ssh-identity-file={node.key}",
+            f"--ssh-config={config}"]
+
+
+def host_run_from_here(node: Node, folder: Path) -> dict[str, str]:
+    """``pytest -m host --hosts=ssh://NODE`` from this machine: test id -> outcome."""
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "pytest", "-m", "host", "-q", "-p", "no:cacheprovider",
+            *controller_argv(node, folder), f"--gpu-ids={STAND_IN_IDS}",
+            f"--report-dir={folder}", "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml"),
+            str(REPO / "tests_host")]
+    run = subprocess.run(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=1200)
+    assert run.returncode in (0, 1), run.stdout[-4000:]
+    results = sorted(folder.glob("*/results.json"))
+    assert results, run.stdout[-4000:]
+    return outcomes(results[-1].read_text())
 
 
 def outcomes(results_json: str) -> dict[str, str]:

@@ -7,10 +7,12 @@ names of its own and removes what it made.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from dbc_accept import gpuids
 from dbc_accept.vm.domain_xml import build_domain_xml, hostdev_addresses, parse_run_tag
 from dbc_accept.vm.lifecycle import TestVm, VmError
 from dbc_accept.vm.safety import VmRefused
@@ -185,6 +187,52 @@ def test_gpu_not_on_vfio_is_refused(conn: Any, template: str) -> None:
     assert info.value.check == "gpu.vfio_bound"
     with pytest.raises(VmRefused, match="needs --vm-virt-type kvm"):
         TestVm(vm_spec(template, virt_type="qemu"), target=VFIO_HOST).create()
+
+
+class VendorTarget(SysfsTarget):
+    """VFIO_HOST whose functions read as made by ``vendor``."""
+
+    def __init__(self, vendor: str) -> None:
+        super().__init__(dict(VFIO_HOST.drivers))
+        self.vendor = vendor
+
+    def read_text(self, path: str) -> str:
+        if path.endswith("/vendor"):
+            return f"0x{self.vendor}\n"
+        raise FileNotFoundError(path)
+
+
+@pytest.fixture()
+def stand_in_ids() -> Iterator[None]:
+    gpuids.set_gpu_ids(("8086:10d3",))
+    yield
+    gpuids.reset()
+
+
+@pytest.mark.usefixtures("stand_in_ids")
+def test_qemu_passes_through_a_stand_in_of_gpu_ids(conn: Any, template: str) -> None:
+    before_doms, before_vols = domain_names(conn), volume_names(conn)
+    vm = TestVm(vm_spec(template, virt_type="qemu"), target=VendorTarget("8086"))
+    vm.create()
+    xml = vm.domain_xml()
+    assert ET.fromstring(xml).get("type") == "qemu"
+    assert hostdev_addresses(xml) == [GPU, GPU_AUDIO]
+    assert vm.teardown(graceful_timeout=0.2) == []
+    assert domain_names(conn) == before_doms and volume_names(conn) == before_vols
+
+
+@pytest.mark.usefixtures("stand_in_ids")
+def test_qemu_still_refuses_nvidia_functions(conn: Any, template: str) -> None:
+    before = domain_names(conn)
+    with pytest.raises(VmRefused, match=f"needs --vm-virt-type kvm here .NVIDIA functions "
+                                        f"{GPU}, {GPU_AUDIO}") as info:
+        TestVm(vm_spec(template, virt_type="qemu"), target=VendorTarget("10de")).create()
+    assert info.value.check == "vm.virt_type"
+    gpuids.set_gpu_ids(("10de:2204",))  # an NVIDIA id named by --gpu-ids is no stand-in
+    with pytest.raises(VmRefused, match=r"needs --vm-virt-type kvm here .a GPU here: function "
+                                        r"with a --gpu-ids id .10de:2204"):
+        TestVm(vm_spec(template, virt_type="qemu"), target=VFIO_HOST).create()
+    assert domain_names(conn) == before
 
 
 def test_name_collision_never_overwrites(conn: Any, template: str) -> None:

@@ -1,8 +1,9 @@
 """Checks made before anything is created: never take a renter's GPU, never overwrite a name.
 
 A GPU that another domain holds (running, or only defined and so due to start later) is
-refused with the domain's name; so is, under KVM, a GPU function the host has not bound to
-vfio-pci. The test VM's name ``dbc-accept-<run id>`` must be free.
+refused with the domain's name; so is a GPU function the host has not bound to vfio-pci, and
+under software emulation (``--vm-virt-type qemu``) any GPU but a stand-in named by
+``--gpu-ids``. The test VM's name ``dbc-accept-<run id>`` must be free.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from dbc_accept import gpuids
 from dbc_accept.target import LocalTarget, Target
 from dbc_accept.vm.domain_xml import hostdev_addresses
 from dbc_accept.vm.errors import VmRefused
@@ -127,14 +129,37 @@ def recheck_gpus(conn: Any, spec: VmSpec, ours: str = "") -> None:
                         "vm.gpu_busy")
 
 
+def _check_stand_in(target: Target, bdfs: Iterable[str]) -> None:
+    """Under software emulation only a stand-in of --gpu-ids is passed through, never NVIDIA.
+
+    A stand-in (an emulated device playing the GPU, as in the node in miniature) works with
+    vfio under an emulated IOMMU; a real GPU needs KVM to be of any use to the guest.
+    """
+    ids = gpuids.gpu_ids()
+    nvidia = [bdf for bdf in bdfs if _vendor(target, bdf) == gpuids.NVIDIA]
+    if ids is None or nvidia or any(i.startswith(gpuids.NVIDIA + ":") for i in ids):
+        seen = f"NVIDIA functions {', '.join(nvidia)}" if nvidia else (
+            f"a GPU here: {gpuids.describe()}")
+        raise VmRefused(f"GPU passthrough needs --vm-virt-type kvm here ({seen}); use --gpus 0 "
+                        "with qemu (only a stand-in device named by --gpu-ids, not NVIDIA, "
+                        "is passed through under qemu)", "vm.virt_type")
+
+
+def _vendor(target: Target, bdf: str) -> str:
+    """``10de`` for an NVIDIA function; "" when the vendor cannot be read."""
+    try:
+        return target.read_text(f"/sys/bus/pci/devices/{bdf}/vendor").strip().lower()[-4:]
+    except OSError:
+        return ""
+
+
 def preflight(conn: Any, spec: VmSpec, target: Target | None = None) -> None:
     """Raise VmRefused unless the VM of ``spec`` can be created without touching others."""
     _check_name_free(conn, domain_name(spec.run_id))
-    if spec.gpus and spec.virt_type != "kvm":
-        raise VmRefused("GPU passthrough needs --vm-virt-type kvm here; use --gpus 0 "
-                        "with qemu", "vm.virt_type")
-    recheck_gpus(conn, spec)
     target = target or LocalTarget()
+    if spec.gpus and spec.virt_type != "kvm":
+        _check_stand_in(target, spec.gpus)
+    recheck_gpus(conn, spec)
     for bdf in spec.gpus:
         driver = host_driver(target, bdf)
         if driver != VFIO:
