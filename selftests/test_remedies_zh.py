@@ -206,9 +206,16 @@ def test_in_guest_suite_on_this_machine_says_this_machine(
     monkeypatch.setattr("dbc_accept.guest.slots._sysfs_models", lambda: [])
     monkeypatch.setattr("dbc_accept.facts.pci.nvidia_gpus", lambda devices: [])
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
-    pytest.main([str(REPO / "tests_vm"), "--guest", "local", "--no-report", "-rs", "--lang=en",
-                 "-p", "no:cacheprovider", "--rootdir", str(REPO), "-c",
-                 str(REPO / "pyproject.toml")])
+    try:
+        pytest.main([str(REPO / "tests_vm"), "--guest", "local", "--no-report", "-rs",
+                     "--lang=en", "-p", "no:cacheprovider", "--rootdir", str(REPO), "-c",
+                     str(REPO / "pyproject.toml")])
+    finally:
+        # pytest.main leaves tests_vm's modules imported under their bare names: a later
+        # in-process run of a copy of tests_vm in this process would collide with them.
+        for name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", "") or "").startswith(str(REPO / "tests_vm")):
+                del sys.modules[name]
     out = capsys.readouterr().out
     skips = [ln for ln in out.splitlines() if ln.startswith("SKIPPED")]
     assert skips and all("(this machine shows no NVIDIA GPU; --expect-gpus not given)" in ln
