@@ -27,6 +27,11 @@ STAND_IN_AUDIO = "0000:01:00.1"
 RENTER_STAND_IN = "0000:02:00.0"  # second slot: a renter's
 NODE_REPO = "/root/dbc-accept"
 WHEELS = "/opt/dbc-accept-wheels"
+# The nested test VM and the fresh node's fix-and-reboot take 10 to 15 minutes each on two
+# cores: they run when DBC_NODE_LONG=1 (by hand, or on a CI machine with time to spare).
+LONG_RUNS = os.environ.get("DBC_NODE_LONG") == "1"
+LONG_RUNS_REASON = ("the nested test VM and the fresh node's fix run take 10-15 min each on "
+                    "two cores: set DBC_NODE_LONG=1 to run them")
 VENV = "/opt/dbc-accept-venv"  # the dependencies, installed when the image was built
 BOOT_LIMIT = 600.0
 BOOT_ARGS = "root=/dev/vda rw console=ttyS0"  # as scripts/build-node-image.sh puts them first

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from selftests.node_support import (
+    LONG_RUNS,
+    LONG_RUNS_REASON,
     REPO,
     STAND_IN_IDS,
     Node,
@@ -32,7 +34,8 @@ from selftests.node_support import (
     host_run_from_here,
 )
 
-pytestmark = [pytest.mark.node, pytest.mark.slow]
+pytestmark = [pytest.mark.node, pytest.mark.slow,
+              pytest.mark.skipif(not LONG_RUNS, reason=LONG_RUNS_REASON)]
 
 SCRIPT = "/root/dbc-accept-fix.sh"
 

@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 
 from selftests.node_support import (
+    LONG_RUNS,
+    LONG_RUNS_REASON,
     NODE_REPO,
     RENTER_STAND_IN,
     STAND_IN,
@@ -36,7 +38,8 @@ from selftests.node_support import (
     quoted,
 )
 
-pytestmark = [pytest.mark.node, pytest.mark.slow]
+pytestmark = [pytest.mark.node, pytest.mark.slow,
+              pytest.mark.skipif(not LONG_RUNS, reason=LONG_RUNS_REASON)]
 
 RENTER_AUDIO = RENTER_STAND_IN[:-1] + "1"
 FUNCTIONS = [STAND_IN, STAND_IN_AUDIO, RENTER_STAND_IN, RENTER_AUDIO]
