@@ -109,6 +109,7 @@ def test_signals_are_held_during_teardown() -> None:
     assert got == ["SIGINT", "SIGTERM"]
 
 
+@pytest.mark.usefixtures("sigint_as_ctrl_c")
 def test_held_signals_can_be_delivered_after_once_each() -> None:
     got: list[str] = []
     before = signal.getsignal(signal.SIGINT)

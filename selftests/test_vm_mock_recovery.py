@@ -98,6 +98,7 @@ def test_run_liveness() -> None:
     assert not reaper.run_is_live(new_run_id(now=0.0))
 
 
+@pytest.mark.usefixtures("sigint_as_ctrl_c")
 def test_ctrl_c_during_teardown_waits_for_it(conn: Any, template: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     vm = TestVm(vm_spec(template), target=VFIO_HOST)
