@@ -134,8 +134,16 @@ def start_pytest(args: list[str], tmp: Path, env: dict[str, str] | None = None) 
     with log.open("wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                                  "-rA", *args], cwd=ROOT, env=full_env, stdout=fh,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=_as_from_a_shell)
     return Run(proc, log)
+
+
+def _as_from_a_shell() -> None:
+    """In the child: SIGINT and SIGTERM as a shell leaves them (default, unblocked), whatever
+    an earlier selftest of this process left (an ignored or blocked SIGINT is inherited)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def wait_for(what: str, cond: Callable[[], bool], timeout: float, run: Run | None = None) -> None:
