@@ -24,7 +24,7 @@ from selftests.node_support import (
     VENV,
     WHEELS,
     Node,
-    node_images,
+    booted,
     outcomes,
 )
 
@@ -55,20 +55,8 @@ EXCEPTIONS = {
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    t0 = time.monotonic()
-    env = node_images()
-    n = Node("configured", tmp_path_factory.mktemp("node"), env)
-    n.timings["images_s"] = time.monotonic() - t0
-    n.start()
-    try:
-        n.timings["boot_s"] = n.wait_ssh()
-        t0 = time.monotonic()
-        n.copy_repo()
-        n.timings["copy_s"] = time.monotonic() - t0
+    with booted("configured", tmp_path_factory.mktemp("node")) as n:
         yield n
-    finally:
-        n.stop()
-        print(f"node timings: {n.timings}", file=sys.stderr)
 
 
 def _latest_results(mini: Node, folder: str) -> str:
