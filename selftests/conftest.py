@@ -34,6 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
                             "ignore:Slow code in plugin")
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from selftests.node_support import stop_kept
+
+    stop_kept()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not PORTABLE:
         return

@@ -27,11 +27,6 @@ STAND_IN_AUDIO = "0000:01:00.1"
 RENTER_STAND_IN = "0000:02:00.0"  # second slot: a renter's
 NODE_REPO = "/root/dbc-accept"
 WHEELS = "/opt/dbc-accept-wheels"
-# The nested test VM and the fresh node's fix-and-reboot take 10 to 15 minutes each on two
-# cores: they run when DBC_NODE_LONG=1 (by hand, or on a CI machine with time to spare).
-LONG_RUNS = os.environ.get("DBC_NODE_LONG") == "1"
-LONG_RUNS_REASON = ("the nested test VM and the fresh node's fix run take 10-15 min each on "
-                    "two cores: set DBC_NODE_LONG=1 to run them")
 VENV = "/opt/dbc-accept-venv"  # the dependencies, installed when the image was built
 BOOT_LIMIT = 600.0
 BOOT_ARGS = "root=/dev/vda rw console=ttyS0"  # as scripts/build-node-image.sh puts them first
@@ -188,23 +183,51 @@ class Node:
         return out.decode(errors="replace")
 
 
+# Nodes left running by booted(keep=True) for the next test module of the same variant
+# (the configured node of test_node_e2e.py serves test_node_passthrough.py: one boot, and
+# libvirtd's first probe of QEMU made once); stopped by the last user or at session end.
+_KEPT: dict[str, Node] = {}
+
+
 @contextlib.contextmanager
-def booted(variant: str, run_dir: Path, copy: bool = True) -> Iterator[Node]:
-    """A node of ``variant`` booted, the checkout copied in (``copy``); stopped afterwards."""
-    t0 = time.monotonic()
-    node = Node(variant, run_dir, node_images())
-    node.timings["images_s"] = time.monotonic() - t0
-    node.start()
+def booted(variant: str, run_dir: Path, copy: bool = True, keep: bool = False) -> Iterator[Node]:
+    """A node of ``variant`` booted, the checkout copied in (``copy``); stopped afterwards.
+
+    A node an earlier module kept (``keep``) is used again when it still runs; with ``keep``
+    this one is left running for the next module instead of being stopped.
+    """
+    node = _KEPT.pop(variant, None)
+    if node is not None and not node.running():
+        node = None
+    if node is None:
+        t0 = time.monotonic()
+        node = Node(variant, run_dir, node_images())
+        node.timings["images_s"] = time.monotonic() - t0
+        node.start()
+    else:
+        node.timings["reused"] = 1.0
+    kept = False
     try:
-        node.timings["boot_s"] = node.wait_ssh()
-        if copy:
+        if "boot_s" not in node.timings:
+            node.timings["boot_s"] = node.wait_ssh()
+        if copy and "copy_s" not in node.timings:
             t0 = time.monotonic()
             node.copy_repo()
             node.timings["copy_s"] = time.monotonic() - t0
         yield node
+        kept = keep
     finally:
-        node.stop()
+        if kept:
+            _KEPT[variant] = node
+        else:
+            node.stop()
         print(f"{variant} node timings: {node.timings}", file=sys.stderr)
+
+
+def stop_kept() -> None:
+    """Stop every node a module kept for a next one that did not come (session end)."""
+    while _KEPT:
+        _KEPT.popitem()[1].stop()
 
 
 def controller_argv(node: Node, folder: Path) -> list[str]:

@@ -97,6 +97,12 @@ CASES = {
     "service-inactive": Case(("service-inactive",), ["enable_unit libvirtd.service"]),
     "package": Case(("package-missing",), ["apt_install virt-manager"]),
     "default-network": Case(("default-network-inactive",), ["libvirt_network default"]),
+    # libvirtd down: the network check could not judge, and the script that starts libvirtd
+    # sees to the network too (one script suffices)
+    "libvirtd-down": Case(("service-inactive", "connection-refused"),
+                          ["enable_unit libvirtd.service", "libvirt_network default"]),
+    "libvirtd-unreachable-no-step": Case(("connection-refused",), [],
+                                         note="[libvirtd.connect] FAIL"),
     "tun": Case(("no-tun",), ["load_module tun"]),
     "vhost-net-warn": Case(("no-vhost-net",), ["load_module vhost_net"]),
     "fstab-pquota": Case(("fstab-without-pquota",), ["fstab_quota /data /dev/sdb xfs"],

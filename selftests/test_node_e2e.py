@@ -55,7 +55,8 @@ EXCEPTIONS = {
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    with booted("configured", tmp_path_factory.mktemp("node")) as n:
+    # kept running for test_node_passthrough.py, the next module on the configured node
+    with booted("configured", tmp_path_factory.mktemp("node"), keep=True) as n:
         yield n
 
 

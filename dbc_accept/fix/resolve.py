@@ -263,6 +263,14 @@ FOLLOW_UPS = (
                                   "vfio-pci ids)", ("update_initramfs_pending",))),
 )
 
+# Checks a host run cannot judge while libvirtd does not answer (they skip behind
+# libvirtd.connect, dbc_accept/prereqs.py). When the script configures or starts libvirtd, it
+# takes their steps too, so that one script suffices; each step looks first, so a check that
+# would have passed changes nothing.
+LIBVIRTD_GROUPS = {"libvirtd.conf", "libvirtd.args", "mask", "enable:libvirtd.service"}
+UNREACHABLE = {"libvirtd.connect", "libvirtd.listening"}
+BEHIND_LIBVIRTD = ("virt.default_network",)
+
 # Needs a person even when the remedy's actions ran (a remount, a reboot).
 AFTER = {
     "FstabQuota": f"pquota takes effect when {DATA} is mounted again: reboot, or stop what "
@@ -298,11 +306,25 @@ def plan(findings: list[Finding], node: HostFacts, warn_steps: bool = True,
         if manual or not acted:
             _note(result, finding, remedy_for(finding.check, "en") if finding.check in REMEDIES
                   else finding.fix)
+    _behind_libvirtd(findings, steps, node)
     for groups, piece in FOLLOW_UPS:
         if groups & set(steps):
             _add(steps, piece, "", "")
     result.steps = sorted(steps.values(), key=lambda s: (s.order, s.group))
     return result
+
+
+def _behind_libvirtd(findings: list[Finding], steps: dict[str, Step], node: HostFacts) -> None:
+    """When libvirtd did not answer and a step configures or starts it: the steps of the
+    checks that could not judge then."""
+    if not (UNREACHABLE & {f.check for f in findings} and LIBVIRTD_GROUPS & set(steps)):
+        return
+    for check in BEHIND_LIBVIRTD:
+        label = f"{check} (not judged: libvirtd did not answer)"
+        for act in REMEDIES[check].actions:
+            for piece in RESOLVERS[type(act)](act, node):
+                if isinstance(piece, Piece) and piece.group not in steps:
+                    _add(steps, piece, label, REMEDIES[check].step)
 
 
 def _add(steps: dict[str, Step], piece: Piece, label: str, guide: str) -> None:
