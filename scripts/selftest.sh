@@ -38,28 +38,38 @@ step "guest image"
 eval "$(scripts/build-guest-image.sh)"
 export DBC_CI_IMAGE DBC_CI_KERNEL DBC_CI_INITRD DBC_CI_CMDLINE
 
-step "node image (the node in miniature, selftests marked node)"
-eval "$(scripts/build-node-image.sh)"
-export DBC_NODE_DIR DBC_NODE_KEY
-
-step "lint and types"
-.venv/bin/ruff check .
-.venv/bin/mypy
-
 if [ $# -gt 0 ]; then
+  step "node image (the node in miniature, selftests marked node)"
+  eval "$(scripts/build-node-image.sh)"
+  export DBC_NODE_DIR DBC_NODE_KEY
+  step "lint and types"
+  .venv/bin/ruff check .
+  .venv/bin/mypy
   step "pytest selftests $*"
   exec .venv/bin/python -m pytest selftests -q -rs "$@"
 fi
 
-# The node in miniature runs under software emulation, mostly on one core, for about twenty
-# minutes: in the background, beside the rest (which leaves the second core idle for much of
-# its time). Its output comes after the rest's; either failing fails the whole.
-step "the node in miniature, in the background (pytest selftests -m node)"
+# The node in miniature (its image, then about twenty minutes under software emulation, on
+# one core most of the time) runs in the background, beside the rest, which leaves the second
+# core idle for much of its time. Its output comes after the rest's; either failing fails the
+# whole. `set -m`: its own process group, where SIGINT is not ignored (a background job of a
+# script ignores it), so that the EXIT trap's SIGINT lets pytest stop the nodes it started.
+step "the node in miniature, in the background: its image, then pytest selftests -m node"
 node_log=$(mktemp -t dbc-accept-node-selftests.XXXXXX)
-.venv/bin/python -m pytest selftests -m node -q -rs -p no:cacheprovider >"$node_log" 2>&1 &
+set -m
+(
+  eval "$(scripts/build-node-image.sh)"
+  export DBC_NODE_DIR DBC_NODE_KEY
+  exec .venv/bin/python -m pytest selftests -m node -q -rs -p no:cacheprovider
+) >"$node_log" 2>&1 &
 node_pid=$!
+set +m
 trap 'kill -INT "$node_pid" 2>/dev/null || true' EXIT
 echo "selftest: node selftests started (pid $node_pid, output in $node_log)"
+
+step "lint and types"
+.venv/bin/ruff check .
+.venv/bin/mypy
 
 rc=0
 step "the node's own Pythons: 3.8 (Ubuntu 20.04) and 3.10 (22.04)"
