@@ -60,7 +60,8 @@ set -m
 (
   eval "$(scripts/build-node-image.sh)"
   export DBC_NODE_DIR DBC_NODE_KEY
-  exec .venv/bin/python -m pytest selftests -m node -q -rs -p no:cacheprovider
+  # -s: the nodes' timings (boot, host runs, VM stages, script, reboot) as they come
+  exec .venv/bin/python -m pytest selftests -m node -q -rs -s --durations=15 -p no:cacheprovider
 ) >"$node_log" 2>&1 &
 node_pid=$!
 set +m
