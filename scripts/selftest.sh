@@ -49,23 +49,28 @@ if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest selftests -q -rs "$@"
 fi
 
-# The node in miniature (its image, then about twenty minutes under software emulation, on
-# one core most of the time) runs in the background, beside the rest, which leaves the second
-# core idle for much of its time. Its output comes after the rest's; either failing fails the
-# whole. `set -m`: its own process group, where SIGINT is not ignored (a background job of a
-# script ignores it), so that the EXIT trap's SIGINT lets pytest stop the nodes it started.
-step "the node in miniature, in the background: its image, then pytest selftests -m node"
-node_log=$(mktemp -t dbc-accept-node-selftests.XXXXXX)
+# The node in miniature runs in the background: its image (about ten minutes the first time,
+# mostly the Debian mirror) beside lint, types and the node's Pythons, then its selftests
+# (about twenty minutes under software emulation, one core most of the time) beside the main
+# `pytest selftests`, which leaves the second core idle for much of its time. The Pythons'
+# two pytest workers have both cores to themselves. Its output comes after the rest's; either
+# failing fails the whole. `set -m`: its own process group, where SIGINT is not ignored (a
+# background job of a script ignores it), so that the EXIT trap's SIGINT lets pytest stop the
+# nodes it started.
+step "the node in miniature, in the background: its image now, its selftests after the Pythons"
+node_tmp=$(mktemp -d -t dbc-accept-node-selftests.XXXXXX)
+node_log=$node_tmp/log
 set -m
 (
   eval "$(scripts/build-node-image.sh)"
   export DBC_NODE_DIR DBC_NODE_KEY
+  while [ ! -e "$node_tmp/go" ]; do sleep 2; done
   # -s: the nodes' timings (boot, host runs, VM stages, script, reboot) as they come
   exec .venv/bin/python -m pytest selftests -m node -q -rs -s --durations=15 -p no:cacheprovider
 ) >"$node_log" 2>&1 &
 node_pid=$!
 set +m
-trap 'kill -INT "$node_pid" 2>/dev/null || true' EXIT
+trap 'kill -INT -- -"$node_pid" 2>/dev/null || true' EXIT
 echo "selftest: node selftests started (pid $node_pid, output in $node_log)"
 
 step "lint and types"
@@ -76,7 +81,8 @@ rc=0
 step "the node's own Pythons: 3.8 (Ubuntu 20.04) and 3.10 (22.04)"
 scripts/selftest-pythons.sh 3.8 3.10 || rc=1
 
-step "pytest selftests -m 'not node'"
+step "pytest selftests -m 'not node' (the node selftests start beside it)"
+touch "$node_tmp/go"
 # -rs: every skipped selftest with its reason, above the closing count.
 .venv/bin/python -m pytest selftests -q -rs -m "not node" || rc=1
 
@@ -85,7 +91,7 @@ node_rc=0
 wait "$node_pid" || node_rc=$?
 trap - EXIT
 cat "$node_log"
-rm -f "$node_log"
+rm -rf "$node_tmp"
 [ "$node_rc" = 0 ] || { echo "selftest: the node selftests failed (exit $node_rc)" >&2; rc=1; }
 step "done: $([ "$rc" = 0 ] && echo passed || echo FAILED)"
 exit "$rc"
