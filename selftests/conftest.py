@@ -40,7 +40,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     stop_kept()
 
 
+# The configured node serves test_node_e2e.py, then test_node_passthrough.py (booted once,
+# node_support.booted(keep=True)); the fresh node's file runs after both, so that two nodes
+# never run at once.
+NODE_LAST = "test_node_fix.py"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name == NODE_LAST)  # stable: the rest keep order
     if not PORTABLE:
         return
     kept = [i for i in items if i.get_closest_marker("needs_torch") is None]
