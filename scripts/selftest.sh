@@ -38,13 +38,17 @@ step "guest image"
 eval "$(scripts/build-guest-image.sh)"
 export DBC_CI_IMAGE DBC_CI_KERNEL DBC_CI_INITRD DBC_CI_CMDLINE
 
+lint_and_types() {
+  step "lint and types"
+  .venv/bin/ruff check .
+  .venv/bin/mypy
+}
+
 if [ $# -gt 0 ]; then
   step "node image (the node in miniature, selftests marked node)"
   eval "$(scripts/build-node-image.sh)"
   export DBC_NODE_DIR DBC_NODE_KEY
-  step "lint and types"
-  .venv/bin/ruff check .
-  .venv/bin/mypy
+  lint_and_types
   step "pytest selftests $*"
   exec .venv/bin/python -m pytest selftests -q -rs "$@"
 fi
@@ -73,9 +77,7 @@ set +m
 trap 'kill -INT -- -"$node_pid" 2>/dev/null || true' EXIT
 echo "selftest: node selftests started (pid $node_pid, output in $node_log)"
 
-step "lint and types"
-.venv/bin/ruff check .
-.venv/bin/mypy
+lint_and_types
 
 rc=0
 step "the node's own Pythons: 3.8 (Ubuntu 20.04) and 3.10 (22.04)"

@@ -56,6 +56,7 @@ class Node:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     timings: dict[str, float] = field(default_factory=dict)
+    copied: bool = False  # the checkout is in NODE_REPO
 
     @property
     def key(self) -> str:
@@ -126,6 +127,7 @@ class Node:
                                            f"tar -C {NODE_REPO} -xf -"), input=tar,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
         assert put.returncode == 0, put.stdout.decode(errors="replace")
+        self.copied = True
 
     def stop(self) -> None:
         """Power off (or kill after 60 s); the run folder stays for a later start."""
@@ -197,20 +199,17 @@ def booted(variant: str, run_dir: Path, copy: bool = True, keep: bool = False) -
     this one is left running for the next module instead of being stopped.
     """
     node = _KEPT.pop(variant, None)
-    if node is not None and not node.running():
-        node = None
-    if node is None:
+    started = node is None or not node.running()
+    if started:
         t0 = time.monotonic()
         node = Node(variant, run_dir, node_images())
         node.timings["images_s"] = time.monotonic() - t0
         node.start()
-    else:
-        node.timings["reused"] = 1.0
     kept = False
     try:
-        if "boot_s" not in node.timings:
+        if started:
             node.timings["boot_s"] = node.wait_ssh()
-        if copy and "copy_s" not in node.timings:
+        if copy and not node.copied:
             t0 = time.monotonic()
             node.copy_repo()
             node.timings["copy_s"] = time.monotonic() - t0

@@ -252,9 +252,11 @@ RESOLVERS: dict[type, Callable[..., Sequence[Piece | str]]] = {
     a.Chmod: _chmod,
 }
 
+LIBVIRTD_CONFIG = {"libvirtd.conf", "libvirtd.args", "mask"}  # the groups that change libvirtd
+
 # Steps that only act when an earlier step changed something (a flag under /run).
 FOLLOW_UPS = (
-    ({"libvirtd.conf", "libvirtd.args", "mask"},
+    (LIBVIRTD_CONFIG,
      Piece("libvirtd.restart", 35, "libvirtd restarted after its configuration changed",
            ("restart_pending libvirtd libvirtd.service",))),
     ({"grub"}, Piece("update-grub", 81, "update-grub after the GRUB change",
@@ -267,7 +269,7 @@ FOLLOW_UPS = (
 # libvirtd.connect, dbc_accept/prereqs.py). When the script configures or starts libvirtd, it
 # takes their steps too, so that one script suffices; each step looks first, so a check that
 # would have passed changes nothing.
-LIBVIRTD_GROUPS = {"libvirtd.conf", "libvirtd.args", "mask", "enable:libvirtd.service"}
+LIBVIRTD_GROUPS = LIBVIRTD_CONFIG | {"enable:libvirtd.service"}
 UNREACHABLE = {"libvirtd.connect", "libvirtd.listening"}
 BEHIND_LIBVIRTD = ("virt.default_network",)
 
